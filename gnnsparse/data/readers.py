@@ -1,0 +1,396 @@
+"""Vectorized readers for SNAP and Network Repository graph files.
+
+All readers decompress the whole file (``.gz`` is detected by its magic
+bytes), locate tokens and line breaks with numpy on the raw bytes, and parse
+the tokens column by column with ``np.array(tokens, dtype=np.int64)``; no
+Python loop runs per line except in the error path, which scans tokens one by
+one only to name the offending line.
+
+Formats
+-------
+SNAP edge list
+    ``src dst`` or ``src dst t`` per line, whitespace separated, ``#`` comment
+    lines allowed anywhere (a comment line is one whose first non-blank
+    character is ``#``).  Blank lines are skipped.
+Network Repository ``.edges``
+    ``%`` comment lines, then 2 to 4 columns: ``src dst``, ``src dst weight``,
+    ``src dst weight time``.  In signed files (``soc-wiki-elec``) the third
+    column is a sign (+1/-1) instead of a weight.  The weight column may hold
+    non-integer numbers (kept as float64); every other column must be integer.
+SNAP labels
+    ``node label`` per line (``email-Eu-core-department-labels``).
+
+Every data line of a file must have the same number of columns.  Node ids
+(and labels) must be non-negative integers.  Violations raise
+:class:`~gnnsparse.data.errors.DataError` naming the file and the 1-based line
+number; a file without any data line raises ``DataError`` naming the file.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import numpy as np
+
+from .errors import DataError
+
+__all__ = [
+    "TemporalEdges",
+    "IntTable",
+    "read_table",
+    "read_snap_edges",
+    "read_network_repository_edges",
+    "read_snap_labels",
+    "read_edges",
+    "compact_ids",
+]
+
+PathLike = Union[str, os.PathLike]
+
+
+# --------------------------------------------------------------------------
+# raw table parsing
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IntTable:
+    """Columns parsed from a whitespace separated numeric text file.
+
+    ``columns[j]`` is int64 (float64 only for a column listed in
+    ``float_ok`` that holds non-integer numbers); ``line_numbers`` gives the
+    1-based line of each row in the file.
+    """
+
+    columns: tuple
+    line_numbers: np.ndarray
+    path: Path
+
+    @property
+    def num_columns(self) -> int:
+        return len(self.columns)
+
+    @property
+    def num_rows(self) -> int:
+        return int(self.line_numbers.shape[0])
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(2)
+            fh.seek(0)
+            if head == b"\x1f\x8b":
+                with gzip.open(fh) as gz:
+                    return gz.read()
+            return fh.read()
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except (OSError, EOFError) as exc:  # corrupt gzip, permission, ...
+        raise DataError(f"{path}: cannot read file ({exc})") from None
+
+
+def _first_bad_token(tokens: Sequence[bytes], parse) -> int:
+    """Index of the first token ``parse`` rejects (error path only)."""
+    for i, tok in enumerate(tokens):
+        try:
+            parse(tok)
+        except (ValueError, OverflowError):
+            return i
+    return -1
+
+
+def _parse_int(tok: bytes) -> int:
+    v = int(tok)
+    if not -(2**63) <= v < 2**63:
+        raise OverflowError(tok)
+    return v
+
+
+def read_table(
+    path: PathLike,
+    *,
+    comment: bytes = b"#",
+    ncols: Sequence[int] = (2, 3),
+    float_ok: Sequence[int] = (),
+    nonneg: Sequence[int] = (0, 1),
+) -> IntTable:
+    """Parse a whitespace separated numeric table, vectorized.
+
+    Parameters
+    ----------
+    comment:
+        Characters that start a comment line (as first non-blank character).
+    ncols:
+        Allowed column counts; the first data line fixes the count for the
+        whole file.
+    float_ok:
+        Columns that may hold non-integer numbers (parsed as float64 then).
+    nonneg:
+        Columns that must be non-negative (node ids, labels).
+    """
+    path = Path(path)
+    data = _read_bytes(path)
+    arr = np.frombuffer(data, dtype=np.uint8)
+    if arr.size == 0:
+        raise DataError(f"{path}: empty file (no data lines)")
+
+    # Token starts: a non-blank byte preceded by a blank (or at offset 0).
+    blank = arr <= 32
+    start = np.empty(arr.shape, dtype=bool)
+    start[0] = not blank[0]
+    np.greater(blank[:-1], blank[1:], out=start[1:])
+    tok_pos = np.flatnonzero(start)
+    newlines = np.flatnonzero(arr == 10)
+    tok_line = np.searchsorted(newlines, tok_pos)  # 0-based line of token
+    n_lines = newlines.size + 1
+
+    # Comment lines: first token of the line starts with a comment character.
+    if tok_pos.size:
+        first = np.empty(tok_pos.shape, dtype=bool)
+        first[0] = True
+        np.not_equal(tok_line[1:], tok_line[:-1], out=first[1:])
+        lead = arr[tok_pos[first]]
+        is_comment_first = np.isin(lead, np.frombuffer(comment, dtype=np.uint8))
+    else:
+        is_comment_first = np.zeros(0, dtype=bool)
+    if is_comment_first.any():
+        comment_lines = tok_line[first][is_comment_first]
+        line_is_comment = np.zeros(n_lines, dtype=bool)
+        line_is_comment[comment_lines] = True
+        keep_tok = ~line_is_comment[tok_line]
+        # Blank out comment lines' bytes so that bytes.split() skips them.
+        line_start = np.concatenate(([0], newlines + 1))
+        line_end = np.concatenate((newlines, [arr.size]))
+        delta = np.zeros(arr.size + 1, dtype=np.int32)
+        np.add.at(delta, line_start[comment_lines], 1)
+        np.add.at(delta, line_end[comment_lines], -1)
+        in_comment = np.cumsum(delta[:-1]) > 0
+        cleaned = arr.copy()
+        cleaned[in_comment] = 32
+        text = cleaned.tobytes()
+        tok_line = tok_line[keep_tok]
+    else:
+        text = data
+
+    if tok_line.size == 0:
+        raise DataError(f"{path}: empty file (no data lines)")
+
+    # Column count check, per line, vectorized.
+    counts = np.bincount(tok_line, minlength=n_lines)
+    data_lines = np.flatnonzero(counts)
+    line_counts = counts[data_lines]
+    k = int(line_counts[0])
+    if k not in ncols:
+        allowed = " or ".join(str(c) for c in ncols)
+        raise DataError(
+            f"{path}: line {data_lines[0] + 1}: expected {allowed} columns, got {k}"
+        )
+    bad = np.flatnonzero(line_counts != k)
+    if bad.size:
+        ln = data_lines[bad[0]]
+        raise DataError(
+            f"{path}: line {ln + 1}: expected {k} columns "
+            f"(as on line {data_lines[0] + 1}), got {int(counts[ln])}"
+        )
+
+    tokens = text.split()
+    assert len(tokens) == data_lines.size * k, "token bookkeeping mismatch"
+    line_numbers = data_lines.astype(np.int64) + 1
+
+    columns = []
+    errors = []  # (row, message)
+    for j in range(k):
+        col_tokens = tokens[j::k]
+        col, err = _parse_column(col_tokens, allow_float=j in float_ok)
+        if err is not None:
+            errors.append(err)
+            columns.append(None)
+            continue
+        if j in nonneg:
+            neg = col < 0
+            if neg.any():
+                row = int(np.argmax(neg))
+                errors.append((row, f"negative value {_tok(col_tokens[row])} in column {j + 1}"))
+        columns.append(col)
+    if errors:
+        row, msg = min(errors, key=lambda e: e[0])
+        raise DataError(f"{path}: line {int(line_numbers[row])}: {msg}")
+    return IntTable(columns=tuple(columns), line_numbers=line_numbers, path=path)
+
+
+def _tok(tok: bytes) -> str:
+    return repr(tok.decode("ascii", "backslashreplace"))
+
+
+def _parse_column(col_tokens, allow_float: bool):
+    """Parse one column; returns ``(array, None)`` or ``(None, (row, msg))``."""
+    try:
+        return np.array(col_tokens, dtype=np.int64), None
+    except (ValueError, OverflowError):
+        pass
+    if allow_float:
+        try:
+            col = np.array(col_tokens, dtype=np.float64)
+        except ValueError:
+            row = _first_bad_token(col_tokens, float)
+            return None, (row, f"not a number: {_tok(col_tokens[row])}")
+        finite = np.isfinite(col)
+        if not finite.all():
+            row = int(np.argmin(finite))
+            return None, (row, f"not a finite number: {_tok(col_tokens[row])}")
+        return col, None
+    row = _first_bad_token(col_tokens, _parse_int)
+    return None, (row, f"not an integer: {_tok(col_tokens[row])}")
+
+
+# --------------------------------------------------------------------------
+# edge lists
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TemporalEdges:
+    """A (possibly timestamped) edge list with compacted node ids.
+
+    ``src``/``dst`` are int64 arrays of compacted ids ``0..num_nodes-1`` (the
+    inverse of ``np.unique`` over all ids in the file), ``node_ids[i]`` is the
+    original id of compacted node ``i``.  Rows keep file order.  ``t`` holds
+    timestamps (int64) or ``None``; ``weight`` (int64 or float64) and ``sign``
+    (int64, +1/-1) hold the optional value column (at most one is set).
+    """
+
+    src: np.ndarray
+    dst: np.ndarray
+    t: Optional[np.ndarray]
+    weight: Optional[np.ndarray]
+    sign: Optional[np.ndarray]
+    node_ids: np.ndarray
+    path: Path
+    line_numbers: Optional[np.ndarray] = None
+
+    @property
+    def num_nodes(self) -> int:
+        return int(self.node_ids.shape[0])
+
+    @property
+    def num_lines(self) -> int:
+        """Number of data lines (edges, self-loops and repeats included)."""
+        return int(self.src.shape[0])
+
+    def __len__(self) -> int:
+        return self.num_lines
+
+    @property
+    def values(self) -> Optional[np.ndarray]:
+        """The sign or weight column, whichever the file has (else None)."""
+        return self.sign if self.sign is not None else self.weight
+
+    def self_loop_count(self) -> int:
+        return int(np.count_nonzero(self.src == self.dst))
+
+    def distinct_directed_pairs(self) -> int:
+        """Distinct ordered ``(src, dst)`` pairs, self-loops included."""
+        codes = self.src * np.int64(self.num_nodes) + self.dst
+        return int(np.unique(codes).size)
+
+    def is_time_sorted(self) -> Optional[bool]:
+        """Whether the rows are stored in non-decreasing time (None: no time)."""
+        if self.t is None:
+            return None
+        return bool(np.all(self.t[1:] >= self.t[:-1]))
+
+    def original_src(self) -> np.ndarray:
+        return self.node_ids[self.src]
+
+    def original_dst(self) -> np.ndarray:
+        return self.node_ids[self.dst]
+
+
+def compact_ids(src: np.ndarray, dst: np.ndarray):
+    """Map ids to ``0..n-1``; returns ``(src, dst, node_ids)``."""
+    m = src.shape[0]
+    node_ids, inv = np.unique(np.concatenate((src, dst)), return_inverse=True)
+    inv = inv.reshape(-1).astype(np.int64, copy=False)
+    return inv[:m], inv[m:], node_ids.astype(np.int64, copy=False)
+
+
+def _edges_from_columns(table: IntTable, *, t, weight, sign) -> TemporalEdges:
+    src, dst, node_ids = compact_ids(table.columns[0], table.columns[1])
+    return TemporalEdges(
+        src=src, dst=dst, t=t, weight=weight, sign=sign, node_ids=node_ids,
+        path=table.path, line_numbers=table.line_numbers,
+    )
+
+
+def read_snap_edges(path: PathLike) -> TemporalEdges:
+    """Read a SNAP edge list ``src dst [t]`` (plain or gzip, ``#`` comments)."""
+    table = read_table(path, comment=b"#", ncols=(2, 3))
+    t = table.columns[2] if table.num_columns == 3 else None
+    return _edges_from_columns(table, t=t, weight=None, sign=None)
+
+
+def read_network_repository_edges(path: PathLike, value: str = "auto") -> TemporalEdges:
+    """Read a Network Repository ``.edges`` file (``%`` comments, 2-4 columns).
+
+    Column layouts: ``src dst``, ``src dst weight``, ``src dst weight time``.
+    ``value`` says what the third column is: ``"weight"``, ``"sign"`` or
+    ``"auto"`` (a sign if it holds -1 and only the values -1/+1, as in
+    ``soc-wiki-elec``; otherwise a weight).  A sign column must hold only
+    -1/+1.
+    """
+    if value not in ("auto", "weight", "sign"):
+        raise ValueError(f"value must be 'auto', 'weight' or 'sign', got {value!r}")
+    table = read_table(path, comment=b"%", ncols=(2, 3, 4), float_ok=(2,))
+    k = table.num_columns
+    third = table.columns[2] if k >= 3 else None
+    t = table.columns[3] if k == 4 else None
+    weight = sign = None
+    if third is not None:
+        is_pm1 = (third == 1) | (third == -1)
+        if value == "sign" or (value == "auto" and is_pm1.all() and (third == -1).any()):
+            if not is_pm1.all():
+                row = int(np.argmax(~is_pm1))
+                raise DataError(
+                    f"{table.path}: line {int(table.line_numbers[row])}: "
+                    f"sign column must be -1 or +1, got {third[row]}"
+                )
+            sign = third.astype(np.int64)
+        else:
+            weight = third
+    return _edges_from_columns(table, t=t, weight=weight, sign=sign)
+
+
+def read_snap_labels(path: PathLike):
+    """Read SNAP node labels ``node label``; returns ``(node_ids, labels)``.
+
+    Both are int64 arrays in file order with the original ids; ids and labels
+    must be non-negative and each id may appear only once.
+    """
+    table = read_table(path, comment=b"#", ncols=(2,), nonneg=(0, 1))
+    ids, labels = table.columns
+    uniq, first, counts = np.unique(ids, return_index=True, return_counts=True)
+    if (counts > 1).any():
+        dup = uniq[counts > 1][0]
+        rows = np.flatnonzero(ids == dup)
+        raise DataError(
+            f"{table.path}: line {int(table.line_numbers[rows[1]])}: node {dup} "
+            f"labelled twice (first on line {int(table.line_numbers[rows[0]])})"
+        )
+    return ids, labels
+
+
+def read_edges(path: PathLike, value: str = "auto") -> TemporalEdges:
+    """Read an edge list, format inferred from the suffix.
+
+    ``.edges`` (optionally ``.edges.gz``) is Network Repository, anything
+    else SNAP.
+    """
+    name = Path(path).name.lower()
+    if name.endswith(".edges") or name.endswith(".edges.gz"):
+        return read_network_repository_edges(path, value=value)
+    return read_snap_edges(path)

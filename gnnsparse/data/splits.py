@@ -1,0 +1,441 @@
+"""Task data objects consumed by training: :class:`LinkData` and :class:`NodeData`.
+
+Both expose ``name``, ``task`` (``"link"`` or ``"node"``), ``num_nodes``,
+``note`` (``""`` unless the data is e.g. an offline stand-in), ``stats`` and
+``describe()`` (one line), an ``adjacency(normalize)`` method returning a
+cached float32 ``torch.sparse_csr_tensor`` and ``node_features()``.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import numpy as np
+import torch
+
+from .errors import DataError
+from .graph import csr_adjacency, undirected_pairs
+from .readers import TemporalEdges
+
+__all__ = [
+    "LinkData",
+    "NodeData",
+    "TRAIN_FRACTION",
+    "VAL_FRACTION",
+    "TEST_FRACTION",
+    "split_sizes",
+    "sample_negative_pairs",
+    "stratified_split",
+]
+
+TRAIN_FRACTION = 0.70
+VAL_FRACTION = 0.15
+TEST_FRACTION = 0.15
+
+#: Graphs with at most this many unordered node pairs sample negatives by
+#: enumerating every candidate pair instead of rejection sampling.
+_ENUMERATE_LIMIT = 2_000_000
+_MAX_ROUNDS = 200
+
+
+def split_sizes(n: int):
+    """``(n_train, n_val, n_test)`` for ``n`` items: 70/15/15.
+
+    ``n_val = n_test = floor(0.15 * n)`` (integer arithmetic ``15 * n // 100``)
+    and training gets the rest, so rounding always favours training and the
+    three sizes add up to ``n``.
+    """
+    n_val = (15 * int(n)) // 100
+    n_test = n_val
+    return int(n) - n_val - n_test, n_val, n_test
+
+
+def _codes_to_pairs(codes: np.ndarray, n: int) -> torch.Tensor:
+    codes = np.asarray(codes, dtype=np.int64)
+    out = np.stack((codes // n, codes % n)) if codes.size else np.zeros((2, 0), np.int64)
+    return torch.from_numpy(np.ascontiguousarray(out))
+
+
+def sample_negative_pairs(
+    num_nodes: int, k: int, exclude_codes: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
+    """Sample ``k`` distinct unordered non-self pairs, uniformly, not excluded.
+
+    Pairs are codes ``u * num_nodes + v`` with ``u < v``; ``exclude_codes``
+    must use the same encoding.  Small graphs (at most ~2M pairs) enumerate
+    all candidates and draw without replacement; larger ones use vectorized
+    rejection sampling (``u, v`` i.i.d. uniform, reject ``u == v``,
+    canonicalize, reject excluded and repeated codes; only the rounds loop).
+    Raises :class:`DataError` if fewer than ``k`` candidates exist.
+    """
+    n = int(num_nodes)
+    k = int(k)
+    if k == 0:
+        return np.zeros(0, dtype=np.int64)
+    exclude = np.unique(np.asarray(exclude_codes, dtype=np.int64))
+    total = n * (n - 1) // 2
+    available = total - exclude.size
+    if available < k:
+        raise DataError(
+            f"graph too small/dense for negative sampling: need {k} non-edge pairs, "
+            f"only {max(available, 0)} exist among {n} nodes"
+        )
+    if total <= _ENUMERATE_LIMIT:
+        iu, iv = np.triu_indices(n, 1)
+        cand = iu.astype(np.int64) * n + iv
+        cand = cand[~np.isin(cand, exclude, assume_unique=True)]
+        return cand[rng.choice(cand.size, size=k, replace=False)]
+    accept = available / total
+    got = np.zeros(0, dtype=np.int64)
+    for _ in range(_MAX_ROUNDS):
+        need = k - got.size
+        batch = int(need * 1.25 / accept) + 64
+        uv = rng.integers(0, n, size=(2, batch), dtype=np.int64)
+        uv = uv[:, uv[0] != uv[1]]
+        codes = np.minimum(uv[0], uv[1]) * n + np.maximum(uv[0], uv[1])
+        codes = codes[~np.isin(codes, exclude)]
+        merged = np.concatenate((got, codes))
+        _, first = np.unique(merged, return_index=True)
+        got = merged[np.sort(first)]
+        if got.size >= k:
+            return got[:k]
+    raise DataError(f"negative sampling did not converge after {_MAX_ROUNDS} rounds")
+
+
+def _as_pairs_tensor(pairs) -> torch.Tensor:
+    if isinstance(pairs, np.ndarray):
+        pairs = torch.from_numpy(pairs)
+    pairs = torch.as_tensor(pairs, dtype=torch.long)
+    if pairs.dim() != 2 or pairs.shape[0] != 2:
+        raise ValueError(f"pairs must have shape [2, k], got {tuple(pairs.shape)}")
+    return pairs
+
+
+class _GraphData:
+    """Shared bits: adjacency cache, describe()."""
+
+    name: str
+    task: str
+    num_nodes: int
+    note: str
+    stats: dict
+
+    def _message_edge_index(self) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def adjacency(self, normalize: str = "gcn") -> torch.Tensor:
+        """Message-passing adjacency as a float32 ``torch.sparse_csr_tensor``.
+
+        ``normalize``: ``"sum"`` (values 1.0), ``"mean"`` (``1/deg(row)``,
+        isolated rows empty) or ``"gcn"`` (``D^-1/2 (A+I) D^-1/2`` with
+        self-loops added).  Cached per mode; treat the result as read-only.
+        """
+        cache: Dict[str, torch.Tensor] = self.__dict__.setdefault("_adj_cache", {})
+        if normalize not in cache:
+            cache[normalize] = csr_adjacency(self._message_edge_index(), self.num_nodes, normalize)
+        return cache[normalize]
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.describe()}>"
+
+
+class LinkData(_GraphData):
+    """Temporal link prediction data built from an edge list.
+
+    Policy
+    ------
+    * Self-loop lines are dropped (count in ``stats["self_loops_dropped"]``).
+    * Weights and signs are ignored for structure: in a signed graph
+      (``soc-wiki-elec``) a ``-1`` vote is an interaction just like a ``+1``,
+      so both signs give an edge.
+    * The graph is undirected: a pair is unordered, ``(u, v) == (v, u)``,
+      stored canonically with ``u < v``.
+    * Lines are stable-sorted by timestamp (``np.argsort(kind="stable")``;
+      files without a time column keep file order) and each unordered pair
+      counts once, at its first occurrence.
+    * Pairs in first-occurrence order are split 70/15/15: the earliest
+      ``n_train`` train, the next ``n_val`` validate, the last ``n_test`` test,
+      with ``n_val = n_test = floor(0.15 * n_pairs)`` (see :func:`split_sizes`).
+    * The message-passing graph is the training pairs only, in both
+      directions (``train_edge_index`` ``[2, 2 * n_train]``: all ``(u, v)``
+      then all ``(v, u)``); val/test pairs never enter it.
+    * ``val_neg``/``test_neg`` have as many pairs as ``val_pos``/``test_pos``
+      and are drawn uniformly (seeded by ``seed``) among unordered non-self
+      pairs that are not a positive pair anywhere in the dataset (train, val
+      or test); they are distinct and the two sets are disjoint.  They are
+      fixed by the data object, hence identical for every training regime.
+    * Training negatives come from :meth:`sample_train_negatives`, which only
+      excludes *training* positives (no peeking at val/test).
+
+    Attributes
+    ----------
+    name, task (``"link"``), num_nodes, note, seed, stats, edges (the
+    :class:`TemporalEdges` read), node_ids (original ids of nodes
+    ``0..num_nodes-1``), train_pos / val_pos / test_pos / val_neg / test_neg
+    (LongTensor ``[2, k]``, ``u < v``), train_time / val_time / test_time
+    (LongTensor ``[k]``: each pair's first-occurrence timestamp, or its line
+    position in the file when there is no time column), train_edge_index,
+    seen_mask, train_degree.
+    """
+
+    task = "link"
+
+    def __init__(self, edges: TemporalEdges, *, name: str = "", seed: int = 0, note: str = ""):
+        self.edges = edges
+        self.name = name or edges.path.name
+        self.note = note
+        self.seed = int(seed)
+        self.num_nodes = n = edges.num_nodes
+        self.node_ids = edges.node_ids
+
+        src, dst, t = edges.src, edges.dst, edges.t
+        keep = src != dst
+        self_loops = int(keep.size - np.count_nonzero(keep))
+        key = t[keep] if t is not None else np.flatnonzero(keep)
+        src, dst = src[keep], dst[keep]
+        order = np.argsort(key, kind="stable")
+        codes = undirected_pairs(src[order], dst[order], n)
+        key = key[order]
+        uniq, first = np.unique(codes, return_index=True)
+        by_time = np.argsort(first, kind="stable")
+        pair_codes = uniq[by_time]
+        pair_time = key[first[by_time]].astype(np.int64)
+
+        n_pairs = pair_codes.size
+        n_train, n_val, n_test = split_sizes(n_pairs)
+        if n_val == 0:
+            raise DataError(
+                f"{edges.path}: only {n_pairs} distinct non-self pairs; "
+                "need at least 7 for a 70/15/15 split"
+            )
+        tr, va, te = np.split(pair_codes, [n_train, n_train + n_val])
+        self._all_pos_codes = np.sort(pair_codes)
+        self._train_codes = np.sort(tr)
+        self._train_codes_t = torch.from_numpy(self._train_codes)
+
+        self.train_pos = _codes_to_pairs(tr, n)
+        self.val_pos = _codes_to_pairs(va, n)
+        self.test_pos = _codes_to_pairs(te, n)
+        tt, vt, tet = np.split(pair_time, [n_train, n_train + n_val])
+        self.train_time = torch.from_numpy(np.ascontiguousarray(tt))
+        self.val_time = torch.from_numpy(np.ascontiguousarray(vt))
+        self.test_time = torch.from_numpy(np.ascontiguousarray(tet))
+
+        u, v = self.train_pos
+        self.train_edge_index = torch.stack((torch.cat((u, v)), torch.cat((v, u))))
+
+        rng = np.random.default_rng(self.seed)
+        neg = sample_negative_pairs(n, n_val + n_test, self._all_pos_codes, rng)
+        self.val_neg = _codes_to_pairs(neg[:n_val], n)
+        self.test_neg = _codes_to_pairs(neg[n_val:], n)
+
+        deg = np.bincount(self.train_edge_index[0].numpy(), minlength=n)
+        self.train_degree = torch.from_numpy(deg.astype(np.int64))
+        self.seen_mask = self.train_degree > 0
+
+        self.stats = {
+            "lines": edges.num_lines,
+            "self_loops_dropped": self_loops,
+            "unique_pairs": int(n_pairs),
+            "n_train": int(n_train),
+            "n_val": int(n_val),
+            "n_test": int(n_test),
+            "num_nodes": int(n),
+            "seen_nodes": int(self.seen_mask.sum()),
+            "has_time": t is not None,
+        }
+
+    # ------------------------------------------------------------------
+    def _message_edge_index(self) -> np.ndarray:
+        return self.train_edge_index.numpy()
+
+    def node_features(self) -> torch.Tensor:
+        """FloatTensor ``[num_nodes, 2]``: ``[log1p(train degree), seen]``.
+
+        The degree counts distinct training neighbours in the undirected
+        training graph; ``seen`` is 1.0 for nodes that appear in a training
+        pair, else 0.0.  The files carry no node features; these two
+        structural columns are all the data layer provides (models add a
+        learned embedding on top).
+        """
+        deg = self.train_degree.to(torch.float32)
+        return torch.stack((torch.log1p(deg), self.seen_mask.to(torch.float32)), dim=1)
+
+    def pairs_both_seen(self, pairs) -> torch.Tensor:
+        """BoolTensor ``[k]``: both endpoints of each pair appear in training."""
+        p = _as_pairs_tensor(pairs)
+        return self.seen_mask[p[0]] & self.seen_mask[p[1]]
+
+    def is_train_positive(self, pairs) -> torch.Tensor:
+        """BoolTensor ``[k]``: the unordered pair is a training positive."""
+        p = _as_pairs_tensor(pairs)
+        codes = torch.minimum(p[0], p[1]) * self.num_nodes + torch.maximum(p[0], p[1])
+        return torch.isin(codes, self._train_codes_t)
+
+    def sample_train_negatives(self, num: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """Fresh training negatives, LongTensor ``[2, num]`` with ``u < v``.
+
+        Uniform over unordered non-self pairs that are not *training*
+        positives (val/test pairs are not excluded: training must not peek at
+        them).  Draws come from ``generator`` (vectorized rejection rounds);
+        repeats across the ``num`` pairs are possible.
+        """
+        num = int(num)
+        n = self.num_nodes
+        if num <= 0:
+            return torch.zeros((2, 0), dtype=torch.long)
+        available = n * (n - 1) // 2 - self._train_codes.size
+        if available <= 0:
+            raise DataError(f"{self.name}: no non-training pair left to sample as a negative")
+        accept = available / (n * (n - 1) // 2)
+        parts = []
+        have = 0
+        for _ in range(_MAX_ROUNDS):
+            batch = int((num - have) * 1.25 / accept) + 64
+            uv = torch.randint(0, n, (2, batch), generator=generator, dtype=torch.long)
+            uv = uv[:, uv[0] != uv[1]]
+            lo = torch.minimum(uv[0], uv[1])
+            hi = torch.maximum(uv[0], uv[1])
+            ok = ~torch.isin(lo * n + hi, self._train_codes_t)
+            parts.append(torch.stack((lo[ok], hi[ok])))
+            have += int(ok.sum())
+            if have >= num:
+                return torch.cat(parts, dim=1)[:, :num].contiguous()
+        raise DataError(f"{self.name}: training negative sampling did not converge")
+
+    def describe(self) -> str:
+        s = self.stats
+        text = (
+            f"{self.name} [link]: {s['num_nodes']} nodes, {s['unique_pairs']} pairs "
+            f"(train {s['n_train']} / val {s['n_val']} / test {s['n_test']}) from "
+            f"{s['lines']} lines, {s['self_loops_dropped']} self-loops dropped"
+        )
+        if self.note:
+            text += f"; {self.note}"
+        return " ".join(text.split())
+
+
+def stratified_split(y: np.ndarray, seed: int = 0):
+    """Per-class 70/15/15 split of labelled nodes (``y >= 0``).
+
+    For each class (ascending label) with ``c >= 3`` members: shuffle its
+    members with ``np.random.default_rng(seed)`` (one generator shared in
+    class order), ``n_val = n_test = max(1, round(0.15 * c))`` (Python
+    ``round``: ties to even), the rest train.  Classes with ``c < 3`` go to
+    train entirely.  Returns three sorted int64 index arrays.
+    """
+    y = np.asarray(y)
+    rng = np.random.default_rng(seed)
+    train, val, test = [], [], []
+    for cls in np.unique(y[y >= 0]):
+        members = np.flatnonzero(y == cls)
+        c = members.size
+        if c < 3:
+            train.append(members)
+            continue
+        members = rng.permutation(members)
+        n_val = max(1, round(0.15 * c))
+        n_test = max(1, round(0.15 * c))
+        val.append(members[:n_val])
+        test.append(members[n_val:n_val + n_test])
+        train.append(members[n_val + n_test:])
+    cat = lambda xs: np.sort(np.concatenate(xs)) if xs else np.zeros(0, np.int64)  # noqa: E731
+    return cat(train), cat(val), cat(test)
+
+
+class NodeData(_GraphData):
+    """Node classification on a static graph with node labels (email-Eu-core).
+
+    Node ids are kept as they are in the files (no compaction);
+    ``num_nodes = max id + 1`` over edges and labels.  Self-loops are dropped,
+    the graph is made undirected and deduplicated (``edge_index`` holds both
+    directions).  Nodes without a label get ``y = -1`` and are in no mask.
+    The split is :func:`stratified_split` with ``seed``.
+
+    Attributes
+    ----------
+    name, task (``"node"``), num_nodes, num_classes, note, seed, stats,
+    edge_index (LongTensor ``[2, 2 * E]``), y (LongTensor ``[num_nodes]``),
+    train_mask / val_mask / test_mask (BoolTensor ``[num_nodes]``), degree.
+    """
+
+    task = "node"
+
+    def __init__(
+        self,
+        edges: TemporalEdges,
+        label_ids: np.ndarray,
+        labels: np.ndarray,
+        *,
+        name: str = "",
+        seed: int = 0,
+        note: str = "",
+    ):
+        self.edges = edges
+        self.name = name or edges.path.name
+        self.note = note
+        self.seed = int(seed)
+        src = edges.original_src()
+        dst = edges.original_dst()
+        label_ids = np.asarray(label_ids, dtype=np.int64)
+        labels = np.asarray(labels, dtype=np.int64)
+        max_id = int(max(edges.node_ids.max(initial=-1), label_ids.max(initial=-1)))
+        self.num_nodes = n = max_id + 1
+
+        keep = src != dst
+        self_loops = int(keep.size - np.count_nonzero(keep))
+        codes = np.unique(undirected_pairs(src[keep], dst[keep], n))
+        u, v = codes // n, codes % n
+        self.edge_index = torch.from_numpy(np.stack((np.concatenate((u, v)), np.concatenate((v, u)))))
+        deg = np.bincount(self.edge_index[0].numpy(), minlength=n)
+        self.degree = torch.from_numpy(deg.astype(np.int64))
+
+        y = np.full(n, -1, dtype=np.int64)
+        y[label_ids] = labels
+        self.y = torch.from_numpy(y)
+        classes = np.unique(labels)
+        self.num_classes = int(labels.max()) + 1 if labels.size else 0
+
+        tr, va, te = stratified_split(y, self.seed)
+        self.train_mask = torch.zeros(n, dtype=torch.bool)
+        self.val_mask = torch.zeros(n, dtype=torch.bool)
+        self.test_mask = torch.zeros(n, dtype=torch.bool)
+        self.train_mask[torch.from_numpy(tr)] = True
+        self.val_mask[torch.from_numpy(va)] = True
+        self.test_mask[torch.from_numpy(te)] = True
+
+        self.stats = {
+            "lines": edges.num_lines,
+            "self_loops_dropped": self_loops,
+            "unique_edges": int(codes.size),
+            "num_nodes": int(n),
+            "num_classes": self.num_classes,
+            "classes_present": int(classes.size),
+            "labelled": int(label_ids.size),
+            "n_train": int(tr.size),
+            "n_val": int(va.size),
+            "n_test": int(te.size),
+        }
+
+    def _message_edge_index(self) -> np.ndarray:
+        return self.edge_index.numpy()
+
+    def node_features(self) -> torch.Tensor:
+        """FloatTensor ``[num_nodes, 2]``: ``[log1p(degree), 1.0]``.
+
+        Degree is the number of distinct neighbours in the undirected,
+        self-loop-free graph; the constant column acts as a bias input.
+        """
+        deg = self.degree.to(torch.float32)
+        return torch.stack((torch.log1p(deg), torch.ones_like(deg)), dim=1)
+
+    def describe(self) -> str:
+        s = self.stats
+        text = (
+            f"{self.name} [node]: {s['num_nodes']} nodes, {s['unique_edges']} undirected edges, "
+            f"{s['num_classes']} classes (train {s['n_train']} / val {s['n_val']} / "
+            f"test {s['n_test']}), {s['self_loops_dropped']} self-loops dropped"
+        )
+        if self.note:
+            text += f"; {self.note}"
+        return " ".join(text.split())
