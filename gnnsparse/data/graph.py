@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
@@ -57,10 +59,13 @@ def csr_adjacency(edge_index: np.ndarray, num_nodes: int, normalize: str) -> tor
     else:
         dinv = 1.0 / np.sqrt(deg.astype(np.float64))  # deg >= 1 (self-loops)
         values = (dinv[row] * dinv[col]).astype(np.float32)
-    return torch.sparse_csr_tensor(
-        torch.from_numpy(crow),
-        torch.from_numpy(np.ascontiguousarray(col)),
-        torch.from_numpy(values),
-        size=(n, n),
-        dtype=torch.float32,
-    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        return torch.sparse_csr_tensor(
+            torch.from_numpy(crow),
+            torch.from_numpy(np.ascontiguousarray(col)),
+            torch.from_numpy(values),
+            size=(n, n),
+            dtype=torch.float32,
+            check_invariants=False,  # built sorted and in range above
+        )

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import gzip
 import os
+from itertools import compress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence, Union
@@ -50,6 +51,10 @@ __all__ = [
 ]
 
 PathLike = Union[str, os.PathLike]
+
+# Bytes that bytes.split() treats as whitespace: space \t \n \v \f \r.
+_BLANK = np.zeros(256, dtype=bool)
+_BLANK[[9, 10, 11, 12, 13, 32]] = True
 
 
 # --------------------------------------------------------------------------
@@ -140,7 +145,9 @@ def read_table(
         raise DataError(f"{path}: empty file (no data lines)")
 
     # Token starts: a non-blank byte preceded by a blank (or at offset 0).
-    blank = arr <= 32
+    # "Blank" is exactly what bytes.split() splits on, so the i-th token of
+    # data.split() starts at tok_pos[i].
+    blank = _BLANK[arr]
     start = np.empty(arr.shape, dtype=bool)
     start[0] = not blank[0]
     np.greater(blank[:-1], blank[1:], out=start[1:])
@@ -148,34 +155,22 @@ def read_table(
     newlines = np.flatnonzero(arr == 10)
     tok_line = np.searchsorted(newlines, tok_pos)  # 0-based line of token
     n_lines = newlines.size + 1
+    tokens = data.split()
+    assert len(tokens) == tok_pos.size, "token bookkeeping mismatch"
 
     # Comment lines: first token of the line starts with a comment character.
-    if tok_pos.size:
+    if tok_pos.size and any(c in data for c in comment):
         first = np.empty(tok_pos.shape, dtype=bool)
         first[0] = True
         np.not_equal(tok_line[1:], tok_line[:-1], out=first[1:])
         lead = arr[tok_pos[first]]
         is_comment_first = np.isin(lead, np.frombuffer(comment, dtype=np.uint8))
-    else:
-        is_comment_first = np.zeros(0, dtype=bool)
-    if is_comment_first.any():
-        comment_lines = tok_line[first][is_comment_first]
-        line_is_comment = np.zeros(n_lines, dtype=bool)
-        line_is_comment[comment_lines] = True
-        keep_tok = ~line_is_comment[tok_line]
-        # Blank out comment lines' bytes so that bytes.split() skips them.
-        line_start = np.concatenate(([0], newlines + 1))
-        line_end = np.concatenate((newlines, [arr.size]))
-        delta = np.zeros(arr.size + 1, dtype=np.int32)
-        np.add.at(delta, line_start[comment_lines], 1)
-        np.add.at(delta, line_end[comment_lines], -1)
-        in_comment = np.cumsum(delta[:-1]) > 0
-        cleaned = arr.copy()
-        cleaned[in_comment] = 32
-        text = cleaned.tobytes()
-        tok_line = tok_line[keep_tok]
-    else:
-        text = data
+        if is_comment_first.any():
+            line_is_comment = np.zeros(n_lines, dtype=bool)
+            line_is_comment[tok_line[first][is_comment_first]] = True
+            keep_tok = ~line_is_comment[tok_line]
+            tokens = list(compress(tokens, keep_tok.tolist()))
+            tok_line = tok_line[keep_tok]
 
     if tok_line.size == 0:
         raise DataError(f"{path}: empty file (no data lines)")
@@ -198,8 +193,6 @@ def read_table(
             f"(as on line {data_lines[0] + 1}), got {int(counts[ln])}"
         )
 
-    tokens = text.split()
-    assert len(tokens) == data_lines.size * k, "token bookkeeping mismatch"
     line_numbers = data_lines.astype(np.int64) + 1
 
     columns = []
