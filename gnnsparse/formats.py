@@ -1,0 +1,176 @@
+"""Compressed sparse row (CSR) helpers for weight matrices.
+
+A weight ``W`` of shape ``(out_features, in_features)`` is held as three tensors:
+
+* ``crow_indices``: int64 ``[out_features + 1]``, monotone, ``crow[0] == 0``,
+  ``crow[-1] == nnz``;
+* ``col_indices``: int64 ``[nnz]``, sorted ascending and unique within each row;
+* ``values``: float ``[nnz]``.
+
+Everything here is vectorized torch code (no Python loop over rows). These helpers
+build and take apart structures; the matmul kernels live in ``gnnsparse.ops``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = [
+    "nnz_for_density",
+    "mask_to_csr",
+    "csr_to_dense",
+    "csr_to_mask",
+    "csr_row_indices",
+    "csr_keys",
+    "keys_to_csr",
+    "topk_mask",
+    "random_mask",
+    "validate_csr",
+]
+
+
+def nnz_for_density(numel: int, density: float) -> int:
+    """Number of stored entries for ``density`` of ``numel`` weights, rounded half up.
+
+    Args:
+        numel: number of weights (``out * in``).
+        density: fraction of stored weights, in ``[0, 1]``.
+
+    Returns:
+        int in ``[0, numel]``; at least 1 when ``density > 0`` and ``numel > 0``
+        (a layer never silently loses every weight).
+    """
+    if not 0.0 <= density <= 1.0:
+        raise ValueError(f"density must be in [0, 1], got {density}")
+    k = int(numel * density + 0.5)
+    if density > 0 and numel > 0:
+        k = max(k, 1)
+    return min(k, numel)
+
+
+def csr_keys(crow_indices: torch.Tensor, col_indices: torch.Tensor, in_features: int) -> torch.Tensor:
+    """Linear position ``row * in_features + col`` of every stored entry (int64 ``[nnz]``).
+
+    Keys are ascending because CSR rows are ordered and columns sorted within rows.
+    """
+    rows = csr_row_indices(crow_indices)
+    return rows * in_features + col_indices
+
+
+def keys_to_csr(keys: torch.Tensor, out_features: int, in_features: int):
+    """Build ``(crow_indices, col_indices)`` from sorted unique linear positions.
+
+    Args:
+        keys: int64 ``[nnz]`` ascending, each in ``[0, out*in)``.
+    """
+    keys = keys.to(torch.int64)
+    rows = torch.div(keys, in_features, rounding_mode="floor") if in_features > 0 else keys
+    cols = keys - rows * in_features
+    counts = torch.bincount(rows, minlength=out_features) if keys.numel() else torch.zeros(
+        out_features, dtype=torch.int64, device=keys.device)
+    crow = torch.zeros(out_features + 1, dtype=torch.int64, device=keys.device)
+    crow[1:] = torch.cumsum(counts, 0)
+    return crow, cols.contiguous()
+
+
+def csr_row_indices(crow_indices: torch.Tensor) -> torch.Tensor:
+    """Row index of every stored entry: int64 ``[nnz]`` expanded from ``crow_indices``."""
+    counts = crow_indices[1:] - crow_indices[:-1]
+    return torch.repeat_interleave(torch.arange(counts.numel(), device=crow_indices.device), counts)
+
+
+def mask_to_csr(mask: torch.Tensor, dense: torch.Tensor | None = None):
+    """Convert a boolean mask ``[out, in]`` (and optionally dense values) to CSR.
+
+    Args:
+        mask: bool ``[out, in]``; True marks a stored position (its value may be 0.0).
+        dense: optional float ``[out, in]`` whose entries at ``mask`` become the values.
+
+    Returns:
+        ``(crow_indices, col_indices, values)``; ``values`` is None when ``dense`` is None.
+    """
+    if mask.dim() != 2:
+        raise ValueError(f"mask must be 2-D [out, in], got shape {tuple(mask.shape)}")
+    if mask.dtype != torch.bool:
+        raise TypeError(f"mask must be torch.bool, got {mask.dtype}")
+    out_f, in_f = mask.shape
+    keys = torch.nonzero(mask.reshape(-1), as_tuple=False).reshape(-1)
+    crow, col = keys_to_csr(keys, out_f, in_f)
+    values = None
+    if dense is not None:
+        if dense.shape != mask.shape:
+            raise ValueError(f"dense shape {tuple(dense.shape)} != mask shape {tuple(mask.shape)}")
+        values = dense.reshape(-1)[keys].clone()
+    return crow, col, values
+
+
+def csr_to_mask(crow_indices, col_indices, shape) -> torch.Tensor:
+    """Boolean ``[out, in]`` mask of the stored positions."""
+    out_f, in_f = shape
+    mask = torch.zeros(out_f * in_f, dtype=torch.bool, device=col_indices.device)
+    mask[csr_keys(crow_indices, col_indices, in_f)] = True
+    return mask.reshape(out_f, in_f)
+
+
+def csr_to_dense(crow_indices, col_indices, values, shape) -> torch.Tensor:
+    """Dense ``[out, in]`` tensor equal to the CSR matrix (differentiable w.r.t. ``values``)."""
+    out_f, in_f = shape
+    keys = csr_keys(crow_indices, col_indices, in_f)
+    dense = values.new_zeros(out_f * in_f)
+    dense = dense.index_put((keys,), values)
+    return dense.reshape(out_f, in_f)
+
+
+def topk_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Boolean mask of the ``k`` largest entries of ``scores`` (same shape).
+
+    Ties are broken by position (lower linear index wins), so the result is
+    deterministic. ``k`` is clamped to ``[0, numel]``.
+    """
+    flat = scores.reshape(-1)
+    k = max(0, min(int(k), flat.numel()))
+    mask = torch.zeros_like(flat, dtype=torch.bool)
+    if k:
+        # stable descending sort: equal scores keep their index order
+        order = torch.sort(flat, descending=True, stable=True).indices[:k]
+        mask[order] = True
+    return mask.reshape(scores.shape)
+
+
+def random_mask(shape, k: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+    """Boolean mask with exactly ``k`` True entries at uniformly random positions."""
+    out_f, in_f = shape
+    numel = out_f * in_f
+    k = max(0, min(int(k), numel))
+    flat = torch.zeros(numel, dtype=torch.bool, device=device)
+    if k:
+        flat[torch.randperm(numel, generator=generator, device=device)[:k]] = True
+    return flat.reshape(out_f, in_f)
+
+
+def validate_csr(crow_indices, col_indices, values, shape, name: str = "weight") -> None:
+    """Raise ``ValueError`` naming the problem if the CSR triple is not a valid ``shape`` matrix."""
+    out_f, in_f = shape
+    if crow_indices.dtype != torch.int64 or col_indices.dtype != torch.int64:
+        raise ValueError(f"{name}: crow_indices/col_indices must be int64, got "
+                         f"{crow_indices.dtype}/{col_indices.dtype}")
+    if crow_indices.dim() != 1 or crow_indices.numel() != out_f + 1:
+        raise ValueError(f"{name}: crow_indices must have shape [{out_f + 1}], got {tuple(crow_indices.shape)}")
+    nnz = col_indices.numel()
+    if values is not None and (values.dim() != 1 or values.numel() != nnz):
+        raise ValueError(f"{name}: values must have shape [{nnz}], got {tuple(values.shape)}")
+    if int(crow_indices[0]) != 0 or int(crow_indices[-1]) != nnz:
+        raise ValueError(f"{name}: crow_indices must start at 0 and end at nnz={nnz}, got "
+                         f"{int(crow_indices[0])}..{int(crow_indices[-1])}")
+    diffs = crow_indices[1:] - crow_indices[:-1]
+    if bool((diffs < 0).any()):
+        r = int(torch.nonzero(diffs < 0)[0])
+        raise ValueError(f"{name}: crow_indices decreases at row {r}")
+    if nnz:
+        if bool((col_indices < 0).any()) or bool((col_indices >= in_f).any()):
+            bad = int(torch.nonzero((col_indices < 0) | (col_indices >= in_f))[0])
+            raise ValueError(f"{name}: col_indices[{bad}]={int(col_indices[bad])} outside [0, {in_f})")
+        keys = csr_keys(crow_indices, col_indices, in_f)
+        if bool((keys[1:] <= keys[:-1]).any()):
+            bad = int(torch.nonzero(keys[1:] <= keys[:-1])[0]) + 1
+            raise ValueError(f"{name}: columns not sorted/unique within a row at entry {bad}")

@@ -1,0 +1,428 @@
+"""``SparseLinear``: a drop-in for ``torch.nn.Linear`` whose weight is stored in CSR.
+
+The layer holds only structure and values; which positions are stored, and when
+that changes, is decided by a training regime (``gnnsparse.regimes``), never here.
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+from typing import Callable, Iterable, Mapping
+
+import torch
+from torch import nn
+
+from . import formats, ops
+
+__all__ = ["SparseLinear", "sparsify", "sparse_layers", "linear_like", "MIN_SPARSE_NUMEL"]
+
+#: Layers with fewer weights than this stay dense in :func:`sparsify` (e.g. a 128 -> 1 output
+#: layer): at such sizes a sparse kernel saves nothing measurable and the target sparsity
+#: cannot be represented faithfully. Reported as ``kept dense`` by ``gnnsparse compare``.
+MIN_SPARSE_NUMEL = 1024
+
+
+def _check_sparsity(sparsity: float) -> float:
+    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)):
+        raise TypeError(f"sparsity must be a float in [0, 1), got {type(sparsity).__name__}")
+    sparsity = float(sparsity)
+    if not (0.0 <= sparsity < 1.0) or math.isnan(sparsity):
+        raise ValueError(f"sparsity must be in [0, 1) (fraction of zero weights), got {sparsity}")
+    return sparsity
+
+
+def _is_inplace(func) -> bool:
+    name = getattr(func, "__name__", "")
+    if name in ("__setitem__", "copy_", "__iadd__", "__isub__", "__imul__", "__itruediv__"):
+        return True
+    return name.endswith("_") and not name.endswith("__")
+
+
+class _DenseWeightView(torch.Tensor):
+    """Dense ``[out, in]`` copy of a ``SparseLinear`` weight whose in-place writes go through.
+
+    Reading it behaves like a plain tensor (results are plain tensors). An in-place call on
+    it (``nn.init.*_``, ``.data.uniform_``, ``w[i, j] = v``, ``copy_``) is applied to the
+    dense copy and then the entries at the layer's *stored* positions are written into
+    ``layer.values``; positions outside the sparsity structure are structural zeros and
+    stay zero (a sparse layer cannot store them).
+    """
+
+    _layer_ref: Callable | None = None
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.Tensor.data.__get__:
+            return args[0]
+        target = args[0] if args else None
+        with torch._C.DisableTorchFunctionSubclass():
+            result = func(*args, **kwargs)
+        if isinstance(target, _DenseWeightView) and _is_inplace(func):
+            layer = target._layer_ref() if target._layer_ref is not None else None
+            if layer is None:
+                raise RuntimeError("the SparseLinear this weight view belongs to no longer exists")
+            plain = target.as_subclass(torch.Tensor)
+            layer._write_dense(plain.detach())
+            return target
+        return result
+
+
+def linear_like(module: nn.Module) -> bool:
+    """True for ``torch.nn.Linear`` and PyG's ``torch_geometric.nn.dense.Linear`` (not lazy)."""
+    if isinstance(module, nn.Linear):
+        return True
+    try:
+        from torch_geometric.nn.dense.linear import Linear as PygLinear
+    except Exception:  # pragma: no cover - PyG is a dependency
+        return False
+    return isinstance(module, PygLinear)
+
+
+def _linear_dims(module: nn.Module):
+    if isinstance(module, nn.Linear):
+        return module.in_features, module.out_features
+    in_f, out_f = module.in_channels, module.out_channels
+    if in_f is None or in_f < 0:
+        raise ValueError("cannot convert a lazy PyG Linear (in_channels=-1); run one forward first")
+    return in_f, out_f
+
+
+class SparseLinear(nn.Module):
+    r"""Linear layer ``y = x W^T + b`` with ``W`` stored in CSR and multiplied by sparse kernels.
+
+    A drop-in for :class:`torch.nn.Linear` and PyG's ``Linear``: inputs are ``[*, in_features]``
+    (any leading dims, non-contiguous and zero-row inputs accepted), output ``[*, out_features]``.
+    Forward runs ``gnnsparse.ops.csr_linear`` (C++/OpenMP CSR SpMM on CPU); the backward computes
+    ``dX = dY W`` sparsely and the weight gradient only at stored positions (SDDMM). No dense ``W``
+    is formed in training.
+
+    *Sparsity* is structural: ``1 - nnz / (out_features * in_features)``; a stored weight whose
+    value is 0.0 still counts as stored.
+
+    Args:
+        in_features: size of each input sample.
+        out_features: size of each output sample.
+        bias: learn an additive bias ``[out_features]``.
+        sparsity: fraction of zero weights in ``[0, 1)``; ``nnz = round((1 - sparsity) * numel)``
+            positions are chosen uniformly at random (``generator``) unless ``mask`` is given.
+        mask: optional bool ``[out_features, in_features]`` of stored positions (overrides ``sparsity``).
+        backend: ``None`` (auto), ``"cpu"`` or ``"torch"``; see :func:`gnnsparse.ops.resolve_backend`.
+        generator: ``torch.Generator`` for the random structure.
+        device, dtype: as for ``nn.Linear`` (float32 or float64).
+
+    Attributes:
+        values (Parameter): ``[nnz]`` stored weights, row-major (CSR order).
+        crow_indices (buffer): int64 ``[out_features + 1]``.
+        col_indices (buffer): int64 ``[nnz]``.
+        bias (Parameter or None): ``[out_features]``.
+
+    Initialization: values ~ U(-1/sqrt(f), 1/sqrt(f)) with ``f = max(1, density * in_features)``,
+    the fan-in each output actually sees (sparse-aware scaling, Evci et al., "Gradient Flow in Sparse
+    Neural Networks", AAAI 2022); bias ~ U(-1/sqrt(in), 1/sqrt(in)) as in ``nn.Linear``.
+
+    Raises:
+        ValueError: sparsity outside ``[0, 1)``, mask of the wrong shape, negative sizes.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, sparsity: float = 0.9,
+                 *, mask: torch.Tensor | None = None, backend: str | None = None,
+                 generator: torch.Generator | None = None, device=None, dtype=None):
+        super().__init__()
+        if in_features < 0 or out_features < 0:
+            raise ValueError(f"in_features and out_features must be >= 0, got {in_features}, {out_features}")
+        self.in_features = int(in_features)
+        self.out_features = int(out_features)
+        self.backend = ops.check_backend(backend) if backend is not None else None
+        dtype = dtype or torch.get_default_dtype()
+        if mask is None:
+            sparsity = _check_sparsity(sparsity)
+            k = formats.nnz_for_density(self.in_features * self.out_features, 1.0 - sparsity)
+            mask = formats.random_mask((self.out_features, self.in_features), k, generator=generator,
+                                       device=device)
+        else:
+            self._check_mask(mask)
+            mask = mask.to(device=device) if device is not None else mask
+        crow, col, _ = formats.mask_to_csr(mask)
+        self.register_buffer("crow_indices", crow)
+        self.register_buffer("col_indices", col)
+        self.values = nn.Parameter(torch.empty(col.numel(), device=crow.device, dtype=dtype))
+        if bias:
+            self.bias = nn.Parameter(torch.empty(self.out_features, device=crow.device, dtype=dtype))
+        else:
+            self.register_parameter("bias", None)
+        self.reset_parameters(generator=generator)
+
+    # ------------------------------------------------------------------ structure
+    def _check_mask(self, mask: torch.Tensor) -> None:
+        if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
+            raise TypeError("mask must be a torch.bool tensor")
+        if tuple(mask.shape) != (self.out_features, self.in_features):
+            raise ValueError(f"mask must have shape [{self.out_features}, {self.in_features}] "
+                             f"(out_features, in_features), got {tuple(mask.shape)}")
+
+    @property
+    def nnz(self) -> int:
+        """Number of stored weights."""
+        return int(self.col_indices.numel())
+
+    @property
+    def numel_dense(self) -> int:
+        """Number of weights of the dense equivalent (``out * in``)."""
+        return self.out_features * self.in_features
+
+    @property
+    def sparsity(self) -> float:
+        """Structural sparsity ``1 - nnz / (out * in)`` (0.0 for an empty shape)."""
+        n = self.numel_dense
+        return 1.0 - self.nnz / n if n else 0.0
+
+    @property
+    def density(self) -> float:
+        """``1 - sparsity``."""
+        return 1.0 - self.sparsity
+
+    def row_indices(self) -> torch.Tensor:
+        """Row of each stored weight, int64 ``[nnz]``."""
+        return formats.csr_row_indices(self.crow_indices)
+
+    def mask(self) -> torch.Tensor:
+        """Bool ``[out, in]`` of stored positions."""
+        return formats.csr_to_mask(self.crow_indices, self.col_indices, (self.out_features, self.in_features))
+
+    def set_csr(self, crow_indices: torch.Tensor, col_indices: torch.Tensor, values: torch.Tensor) -> None:
+        """Replace the stored structure and values (used by training regimes).
+
+        The ``values`` Parameter object is kept (its ``.data`` is swapped), so an optimizer
+        that holds it stays attached; remapping optimizer state is the caller's job.
+
+        Raises:
+            ValueError: the triple is not a valid ``[out, in]`` CSR matrix.
+        """
+        formats.validate_csr(crow_indices, col_indices, values, (self.out_features, self.in_features))
+        self.crow_indices = crow_indices.to(self.crow_indices.device)
+        self.col_indices = col_indices.to(self.col_indices.device)
+        self.values.data = values.detach().to(self.values.device, self.values.dtype).contiguous()
+
+    def set_mask(self, mask: torch.Tensor, dense: torch.Tensor | None = None) -> None:
+        """Store exactly the positions of ``mask`` (bool ``[out, in]``), values from ``dense``.
+
+        Without ``dense``, positions stored before keep their value and new ones start at 0.0.
+        """
+        self._check_mask(mask)
+        if dense is None:
+            dense = self.dense_weight().detach()
+        crow, col, vals = formats.mask_to_csr(mask.to(self.col_indices.device), dense)
+        self.set_csr(crow, col, vals)
+
+    # ------------------------------------------------------------------ parameters
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """Re-initialize values and bias (structure unchanged). Called by PyG convs."""
+        fan = max(1.0, self.density * self.in_features)
+        bound = 1.0 / math.sqrt(fan)
+        with torch.no_grad():
+            if self.values.numel():
+                self.values.uniform_(-bound, bound, generator=generator)
+            if self.bias is not None:
+                b = 1.0 / math.sqrt(self.in_features) if self.in_features > 0 else 0.0
+                self.bias.uniform_(-b, b, generator=generator)
+
+    def dense_weight(self) -> torch.Tensor:
+        """Dense ``[out, in]`` tensor equal to the sparse weight (differentiable w.r.t. ``values``)."""
+        return formats.csr_to_dense(self.crow_indices, self.col_indices, self.values,
+                                    (self.out_features, self.in_features))
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """Dense ``[out, in]`` equivalent of the weight (a copy, built on each access).
+
+        Gradients flow to ``values``. In-place writes (e.g. ``nn.init.kaiming_uniform_(layer.weight)``)
+        are written through to the stored positions; positions outside the structure stay zero.
+        Not used by ``forward``.
+        """
+        view = self.dense_weight().as_subclass(_DenseWeightView)
+        view._layer_ref = weakref.ref(self)
+        return view
+
+    @weight.setter
+    def weight(self, value) -> None:
+        if not isinstance(value, torch.Tensor):
+            raise TypeError("weight must be a tensor")
+        if tuple(value.shape) != (self.out_features, self.in_features):
+            raise ValueError(f"weight must have shape [{self.out_features}, {self.in_features}], "
+                             f"got {tuple(value.shape)}")
+        self._write_dense(value.detach())
+
+    def _write_dense(self, dense: torch.Tensor) -> None:
+        keys = formats.csr_keys(self.crow_indices, self.col_indices, self.in_features)
+        with torch.no_grad():
+            self.values.copy_(dense.reshape(-1).to(self.values.device, self.values.dtype)[keys])
+
+    # ------------------------------------------------------------------ conversion
+    @classmethod
+    def from_dense(cls, linear: nn.Module, sparsity: float | None = None, mask: torch.Tensor | None = None,
+                   backend: str | None = None) -> "SparseLinear":
+        """Build a ``SparseLinear`` from a dense ``nn.Linear`` or PyG ``Linear``.
+
+        Args:
+            linear: the dense layer (weight ``[out, in]``).
+            sparsity: keep the ``round((1 - sparsity) * numel)`` largest-magnitude weights
+                (ties broken by position).
+            mask: bool ``[out, in]`` of positions to keep (overrides ``sparsity``).
+            With neither, every nonzero weight is kept.
+
+        Raises:
+            ValueError: bad sparsity or mask shape; TypeError: not a linear layer.
+        """
+        if not linear_like(linear):
+            raise TypeError(f"from_dense expects nn.Linear or torch_geometric Linear, got {type(linear).__name__}")
+        in_f, out_f = _linear_dims(linear)
+        w = linear.weight.detach()
+        if mask is None:
+            if sparsity is None:
+                mask = w != 0
+            else:
+                s = _check_sparsity(sparsity)
+                mask = formats.topk_mask(w.abs(), formats.nnz_for_density(w.numel(), 1.0 - s))
+        layer = cls(in_f, out_f, bias=linear.bias is not None, mask=mask.to(w.device), backend=backend,
+                    device=w.device, dtype=w.dtype)
+        crow, col, vals = formats.mask_to_csr(mask.to(w.device), w)
+        layer.set_csr(crow, col, vals)
+        if linear.bias is not None:
+            with torch.no_grad():
+                layer.bias.copy_(linear.bias.detach())
+        return layer
+
+    def to_dense(self) -> nn.Linear:
+        """An ``nn.Linear`` with the same weights (zeros at unstored positions)."""
+        lin = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None,
+                        device=self.values.device, dtype=self.values.dtype)
+        with torch.no_grad():
+            lin.weight.copy_(self.dense_weight())
+            if self.bias is not None:
+                lin.bias.copy_(self.bias)
+        return lin
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: ``[*, in_features]`` float (same dtype as values) -> ``[*, out_features]``."""
+        return ops.csr_linear(x, self.crow_indices, self.col_indices, self.values, self.bias,
+                              self.out_features, backend=self.backend)
+
+    def extra_repr(self) -> str:
+        backend = self.backend or ops.resolve_backend(None, self.values.device)
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}, sparsity={self.sparsity:.4f}, nnz={self.nnz}, "
+                f"layout=csr, backend={backend}")
+
+    # ------------------------------------------------------------------ state dict
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        # The structure may differ in nnz from this instance: adopt the incoming one exactly.
+        crow = state_dict.get(prefix + "crow_indices")
+        col = state_dict.get(prefix + "col_indices")
+        vals = state_dict.get(prefix + "values")
+        if crow is not None and col is not None and vals is not None:
+            try:
+                formats.validate_csr(crow, col, vals, (self.out_features, self.in_features),
+                                     name=prefix + "weight")
+            except ValueError as e:
+                error_msgs.append(str(e))
+                return
+            self.crow_indices = torch.empty_like(crow, device=self.crow_indices.device)
+            self.col_indices = torch.empty_like(col, device=self.col_indices.device)
+            self.values.data = torch.empty_like(vals, device=self.values.device, dtype=self.values.dtype)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+
+
+def sparse_layers(model: nn.Module) -> dict[str, SparseLinear]:
+    """``{qualified name: SparseLinear}`` for every sparse layer in ``model``."""
+    return {n: m for n, m in model.named_modules() if isinstance(m, SparseLinear)}
+
+
+def _matches(name: str, patterns: Iterable[str] | None) -> bool:
+    import fnmatch
+    return any(fnmatch.fnmatchcase(name, p) or name == p for p in patterns or ())
+
+
+def sparsify(model: nn.Module, sparsity: float | Mapping[str, float], include: Iterable[str] | None = None,
+             exclude: Iterable[str] | None = None, *, masks: Mapping[str, torch.Tensor] | None = None,
+             init: str = "magnitude", min_numel: int = MIN_SPARSE_NUMEL, backend: str | None = None,
+             generator: torch.Generator | None = None) -> dict[str, SparseLinear]:
+    """Replace the Linear layers of ``model`` by :class:`SparseLinear`, in place.
+
+    Swaps ``torch.nn.Linear`` and PyG ``Linear`` modules anywhere in the tree, including those
+    inside PyG convolutions (``SAGEConv.lin_l``/``lin_r``, ``GCNConv.lin``).
+
+    **Build the optimizer after calling this**: the dense weights are replaced by new
+    ``values`` parameters, which an optimizer created before would not update.
+
+    Args:
+        model: module to modify in place.
+        sparsity: one float in ``[0, 1)`` for every layer, or ``{layer name: sparsity}``
+            (e.g. from :func:`gnnsparse.regimes.distribution.layer_sparsities`); layers missing
+            from the mapping are left dense.
+        include / exclude: ``fnmatch`` patterns on qualified module names (``"encoder.*"``);
+            ``include=None`` means every linear layer.
+        masks: optional ``{layer name: bool [out, in]}`` giving the exact structure (overrides sparsity).
+        init: ``"magnitude"`` keeps the largest-magnitude dense weights (their values are kept);
+            ``"random"`` draws a uniformly random structure and re-initializes the values
+            (sparse training from scratch).
+        min_numel: layers with fewer weights stay dense (see ``MIN_SPARSE_NUMEL``).
+
+    Returns:
+        ``{name: SparseLinear}`` of the layers that were swapped.
+
+    Raises:
+        ValueError: sparsity outside ``[0, 1)``, unknown ``init``, a mask of the wrong shape.
+    """
+    if init not in ("magnitude", "random"):
+        raise ValueError(f"init must be 'magnitude' or 'random', got {init!r}")
+    if not isinstance(sparsity, Mapping):
+        _check_sparsity(sparsity)
+    else:
+        for v in sparsity.values():
+            _check_sparsity(v)
+    masks = masks or {}
+    targets = []
+    for name, module in model.named_modules():
+        if isinstance(module, SparseLinear) or not linear_like(module):
+            continue
+        if include is not None and not _matches(name, include):
+            continue
+        if exclude is not None and _matches(name, exclude):
+            continue
+        in_f, out_f = _linear_dims(module)
+        if name in masks:
+            targets.append((name, module, None))
+            continue
+        if isinstance(sparsity, Mapping):
+            if name not in sparsity:
+                continue
+            s = sparsity[name]
+        else:
+            s = sparsity
+            if in_f * out_f < min_numel:
+                continue
+        targets.append((name, module, s))
+    swapped = {}
+    for name, module, s in targets:
+        if name in masks:
+            new = SparseLinear.from_dense(module, mask=masks[name], backend=backend)
+        elif init == "magnitude":
+            new = SparseLinear.from_dense(module, sparsity=s, backend=backend)
+        else:
+            in_f, out_f = _linear_dims(module)
+            new = SparseLinear(in_f, out_f, bias=module.bias is not None, sparsity=s, backend=backend,
+                               generator=generator, device=module.weight.device, dtype=module.weight.dtype)
+        _set_submodule(model, name, new)
+        swapped[name] = new
+    return swapped
+
+
+def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)

@@ -1,0 +1,196 @@
+"""Sparse training from scratch with a fixed number of stored weights: RigL and SET.
+
+Every ``update_interval`` optimizer steps until ``end_step``, each sparse layer drops the
+``k = round(α_t · nnz)`` stored weights of smallest magnitude and grows ``k`` new positions:
+
+* **RigL** (Evci et al., "Rigging the Lottery: Making All Tickets Winners", ICML 2020): the
+  unstored positions with the largest magnitude of the *dense* gradient ``dYᵀ·X``, computed only
+  on update steps (its ``2·N·in·out`` FLOPs are counted);
+* **SET** (Mocanu et al., Nature Communications 2018): uniformly random unstored positions.
+
+``α_t = α/2 · (1 + cos(π t / end_step))`` (cosine decay, RigL). Grown weights start at 0.0 and
+with zeroed optimizer state; surviving weights keep their value and their optimizer state at
+the same (row, col). The stored nnz of each layer never changes. Candidates for growth are all
+positions not kept after the drop (a just-dropped position may be regrown, at 0.0), as in RigL.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .. import formats
+from ..nn import SparseLinear, sparse_layers
+
+__all__ = ["DynamicSparseTraining", "cosine_drop_fraction", "remap_optimizer_state", "GROW_MODES"]
+
+GROW_MODES = ("rigl", "set")
+
+
+def cosine_drop_fraction(step: int, alpha: float, end_step: int) -> float:
+    """RigL's cosine-decayed drop fraction at ``step`` (0 after ``end_step``)."""
+    if end_step <= 0 or step >= end_step:
+        return 0.0
+    return alpha / 2.0 * (1.0 + math.cos(math.pi * step / end_step))
+
+
+def remap_optimizer_state(optimizer: torch.optim.Optimizer, param: nn.Parameter, old_index: torch.Tensor,
+                          new_index: torch.Tensor, new_numel: int) -> None:
+    """Move per-element optimizer state of ``param`` after a structure change.
+
+    ``state[new_index[i]] = old_state[old_index[i]]``; every other element's state becomes 0.
+    Tensor states whose shape is not ``[old nnz]`` (e.g. Adam's scalar ``step``) are kept.
+    """
+    state = optimizer.state.get(param)
+    if not state:
+        return
+    for key, val in list(state.items()):
+        if torch.is_tensor(val) and val.dim() == 1 and key != "step":
+            new = val.new_zeros(new_numel)
+            new[new_index] = val[old_index]
+            state[key] = new
+
+
+class _GradCapture:
+    """Captures a layer's input and output gradient during one forward/backward (update steps only)."""
+
+    def __init__(self, layer: SparseLinear):
+        self.layer = layer
+        self.inputs: list[torch.Tensor] = []
+        self.grads: dict[int, torch.Tensor] = {}
+        self.handle = layer.register_forward_hook(self._hook)
+
+    def _hook(self, module, args, output):
+        if not torch.is_grad_enabled() or not output.requires_grad:
+            return
+        idx = len(self.inputs)
+        self.inputs.append(args[0].detach().reshape(-1, module.in_features))
+
+        def store(g, idx=idx):
+            self.grads[idx] = g.detach().reshape(-1, module.out_features)
+
+        output.register_hook(store)
+
+    def dense_grad(self) -> tuple[torch.Tensor, int]:
+        """Dense ``dL/dW`` ``[out, in]`` summed over the captured calls, and its FLOPs ``2·N·in·out``."""
+        layer = self.layer
+        g = layer.values.new_zeros(layer.out_features, layer.in_features)
+        flops = 0
+        for idx, x in enumerate(self.inputs):
+            dy = self.grads.get(idx)
+            if dy is None:  # that call's output did not reach the loss
+                continue
+            g.addmm_(dy.t(), x)
+            flops += 2 * x.shape[0] * layer.in_features * layer.out_features
+        return g, flops
+
+    def close(self):
+        self.handle.remove()
+
+
+class DynamicSparseTraining:
+    """Drop-and-grow schedule for every :class:`SparseLinear` in a model (RigL or SET).
+
+    Usage per step: ``dst.before_forward(step)`` → forward/backward → ``optimizer.step()`` →
+    ``dst.after_step(step)`` (returns the executed FLOPs of the dense gradient, 0 on other steps).
+
+    Args:
+        model: model already converted with ``sparsify(..., init="random")``.
+        optimizer: its optimizer (per-element state is remapped on updates).
+        update_interval: ΔT, optimizer steps between mask updates (> 0).
+        end_step: no updates at or after this step (RigL: 75 % of training).
+        drop_fraction: α, initial drop fraction in ``[0, 1)``.
+        grow: ``"rigl"`` or ``"set"``.
+        generator: random source for SET.
+
+    Raises:
+        ValueError: bad ``grow``, ``update_interval`` or ``drop_fraction``; no sparse layers.
+    """
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, update_interval: int, end_step: int,
+                 drop_fraction: float = 0.3, grow: str = "rigl", generator: torch.Generator | None = None):
+        if grow not in GROW_MODES:
+            raise ValueError(f"grow must be one of {GROW_MODES}, got {grow!r}")
+        if update_interval <= 0:
+            raise ValueError(f"update_interval must be > 0, got {update_interval}")
+        if not 0.0 <= drop_fraction < 1.0:
+            raise ValueError(f"drop_fraction must be in [0, 1), got {drop_fraction}")
+        self.layers = sparse_layers(model)
+        if not self.layers:
+            raise ValueError("model has no SparseLinear layers: call gnnsparse.sparsify first")
+        self.optimizer = optimizer
+        self.update_interval, self.end_step = int(update_interval), int(end_step)
+        self.alpha, self.grow = float(drop_fraction), grow
+        self.generator = generator
+        self._captures: dict[str, _GradCapture] = {}
+        self.updates = 0
+        self.history: list[dict] = []
+
+    def is_update_step(self, step: int) -> bool:
+        """True when the step numbered ``step`` (1-based count after the optimizer step) updates masks."""
+        return 0 < step < self.end_step and step % self.update_interval == 0
+
+    def before_forward(self, step: int) -> None:
+        """Call before the forward of step ``step`` (1-based); installs gradient capture for RigL updates."""
+        if self.grow == "rigl" and self.is_update_step(step):
+            self._captures = {n: _GradCapture(l) for n, l in self.layers.items()}
+
+    @torch.no_grad()
+    def after_step(self, step: int) -> int:
+        """Call after ``optimizer.step()`` of step ``step``; updates masks when due. Returns executed FLOPs."""
+        if not self.is_update_step(step):
+            return 0
+        alpha = cosine_drop_fraction(step, self.alpha, self.end_step)
+        flops, changed = 0, 0
+        for name, layer in self.layers.items():
+            grad = None
+            if self.grow == "rigl":
+                cap = self._captures.get(name)
+                if cap is None:
+                    continue
+                grad, f = cap.dense_grad()
+                flops += f
+                cap.close()
+            changed += self._update_layer(layer, alpha, grad)
+        self._captures = {}
+        self.updates += 1
+        self.history.append({"step": step, "drop_fraction": alpha, "changed": changed})
+        return flops
+
+    def _update_layer(self, layer: SparseLinear, alpha: float, dense_grad: torch.Tensor | None) -> int:
+        nnz, numel = layer.nnz, layer.numel_dense
+        k = int(round(alpha * nnz))
+        k = min(k, numel - nnz + k, nnz)  # cannot grow more than there are free positions after drop
+        if k <= 0 or nnz == 0 or nnz == numel:
+            return 0
+        values = layer.values.detach()
+        old_keys = formats.csr_keys(layer.crow_indices, layer.col_indices, layer.in_features)
+        # drop the k smallest magnitudes (stable: lower position wins ties)
+        order = torch.sort(values.abs(), stable=True).indices
+        keep_idx = torch.sort(order[k:]).values            # indices into old storage, ascending
+        kept_keys = old_keys[keep_idx]
+        # grow k among positions not kept
+        if self.grow == "rigl":
+            scores = dense_grad.abs().reshape(-1).clone()
+        else:
+            scores = torch.rand(numel, generator=self.generator, dtype=torch.float64, device=values.device)
+        scores[kept_keys] = -math.inf
+        grown_keys = torch.nonzero(formats.topk_mask(scores, k)).reshape(-1)
+        new_keys, perm = torch.sort(torch.cat([kept_keys, grown_keys]))
+        new_vals = values.new_zeros(nnz)
+        is_kept = perm < kept_keys.numel()
+        new_pos_kept = torch.nonzero(is_kept).reshape(-1)
+        old_pos_kept = keep_idx[perm[is_kept]]
+        new_vals[new_pos_kept] = values[old_pos_kept]
+        crow, col = formats.keys_to_csr(new_keys, layer.out_features, layer.in_features)
+        layer.set_csr(crow, col, new_vals)
+        remap_optimizer_state(self.optimizer, layer.values, old_pos_kept, new_pos_kept, nnz)
+        return int((~torch.isin(grown_keys, old_keys)).sum())
+
+    def close(self) -> None:
+        """Remove any installed hooks."""
+        for cap in self._captures.values():
+            cap.close()
+        self._captures = {}

@@ -1,0 +1,133 @@
+"""Dense train-and-prune: magnitude pruning of dense Linear weights, one-shot or gradual.
+
+The gradual schedule is Zhu & Gupta, "To prune, or not to prune" (2017): at step ``t`` in
+``[t0, t0 + nΔt]`` the sparsity is ``s_t = s_f + (s_i - s_f)(1 - (t - t0)/(nΔt))³``.
+Pruning keeps the largest magnitudes, per layer (each layer to its own target) or global
+(one threshold over all pruned layers). During the dense phase the mask is applied by
+multiplying the dense weight after each optimizer step (dense kernels execute, and are counted
+as dense); :meth:`MagnitudePruner.masks` then hands the final structure to
+:func:`gnnsparse.sparsify` for fine-tuning on sparse kernels.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+from torch import nn
+
+from .. import formats
+
+__all__ = ["cubic_sparsity", "MagnitudePruner", "PRUNING_MODES", "PRUNE_SCHEDULES"]
+
+PRUNING_MODES = ("layer", "global")
+PRUNE_SCHEDULES = ("gradual", "oneshot")
+
+
+def cubic_sparsity(step: int, final: float, start: int, end: int, initial: float = 0.0) -> float:
+    """Zhu & Gupta cubic schedule: sparsity at ``step`` rising from ``initial`` (at ``start``) to ``final``
+    (at ``end`` and after). Before ``start`` returns ``initial``."""
+    if step <= start:
+        return initial
+    if step >= end or end <= start:
+        return final
+    frac = (step - start) / (end - start)
+    return final + (initial - final) * (1.0 - frac) ** 3
+
+
+class MagnitudePruner:
+    """Owns the pruning masks of a model's dense Linear layers.
+
+    Args:
+        model: model whose layers named in ``targets`` are ``nn.Linear`` / PyG ``Linear``.
+        targets: ``{layer name: final sparsity}`` (per-layer mode) — in global mode the overall
+            target is the weight-count-weighted mean of these.
+        mode: ``"layer"`` or ``"global"``.
+        schedule: ``"gradual"`` (cubic, masks updated every ``interval`` steps between ``start``
+            and ``end``) or ``"oneshot"`` (prune once at ``end``).
+        start, end: steps of the schedule; ``interval``: steps between mask updates.
+
+    Raises:
+        ValueError: unknown mode/schedule, a target outside [0, 1), a layer that is missing.
+    """
+
+    def __init__(self, model: nn.Module, targets: Mapping[str, float], mode: str = "layer",
+                 schedule: str = "gradual", start: int = 0, end: int = 0, interval: int = 1):
+        if mode not in PRUNING_MODES:
+            raise ValueError(f"pruning mode must be one of {PRUNING_MODES}, got {mode!r}")
+        if schedule not in PRUNE_SCHEDULES:
+            raise ValueError(f"prune schedule must be one of {PRUNE_SCHEDULES}, got {schedule!r}")
+        self.layers = {n: model.get_submodule(n) for n in targets}
+        for n, s in targets.items():
+            if not 0.0 <= s < 1.0:
+                raise ValueError(f"target sparsity for {n} must be in [0, 1), got {s}")
+        self.targets = dict(targets)
+        self.mode, self.schedule = mode, schedule
+        self.start, self.end, self.interval = int(start), int(max(end, start)), max(1, int(interval))
+        self._masks = {n: torch.ones_like(m.weight, dtype=torch.bool) for n, m in self.layers.items()}
+        self.current_fraction = 0.0  # fraction of the way to the final targets (0..1)
+
+    def _scaled_targets(self, fraction: float) -> dict[str, float]:
+        return {n: s * fraction for n, s in self.targets.items()}
+
+    def prune_to(self, fraction: float) -> None:
+        """Set masks so each layer (or the pool) reaches ``fraction`` of its final sparsity."""
+        targets = self._scaled_targets(fraction)
+        weights = {n: m.weight.detach() for n, m in self.layers.items()}
+        if self.mode == "layer":
+            for n, w in weights.items():
+                k = formats.nnz_for_density(w.numel(), 1.0 - targets[n])
+                self._masks[n] = formats.topk_mask(w.abs(), k)
+        else:
+            total = sum(w.numel() for w in weights.values())
+            keep = sum(w.numel() * (1.0 - targets[n]) for n, w in weights.items())
+            k = formats.nnz_for_density(total, keep / total if total else 1.0)
+            names = list(weights)
+            flat = torch.cat([weights[n].abs().reshape(-1) for n in names])
+            mask = formats.topk_mask(flat, k)
+            off = 0
+            for n in names:
+                size = weights[n].numel()
+                self._masks[n] = mask[off:off + size].reshape(weights[n].shape)
+                off += size
+        self.current_fraction = fraction
+        self.apply()
+
+    @torch.no_grad()
+    def apply(self) -> None:
+        """Zero the pruned weights (call after each optimizer step)."""
+        for n, m in self.layers.items():
+            m.weight.mul_(self._masks[n].to(m.weight.dtype))
+
+    def fraction_at(self, step: int) -> float:
+        """Fraction of the final sparsity scheduled at ``step``."""
+        if self.schedule == "oneshot":
+            return 1.0 if step >= self.end else 0.0
+        return cubic_sparsity(step, 1.0, self.start, self.end)
+
+    def step(self, step: int) -> bool:
+        """Called after the optimizer step ``step`` (0-based count of steps done). Returns True if masks changed."""
+        changed = False
+        due = (self.schedule == "oneshot" and step == self.end) or (
+            self.schedule == "gradual" and self.start <= step <= self.end
+            and ((step - self.start) % self.interval == 0 or step == self.end))
+        if due:
+            frac = self.fraction_at(step)
+            if frac != self.current_fraction:
+                self.prune_to(frac)
+                changed = True
+        if not changed:
+            self.apply()
+        return changed
+
+    def masks(self, finalize: bool = True) -> dict[str, torch.Tensor]:
+        """The masks ``{name: bool [out, in]}``; with ``finalize`` first prunes to the final targets."""
+        if finalize and self.current_fraction < 1.0:
+            self.prune_to(1.0)
+        return {n: m.clone() for n, m in self._masks.items()}
+
+    def sparsity(self) -> float:
+        """Current structural sparsity over the pruned layers."""
+        total = sum(m.numel() for m in self._masks.values())
+        kept = sum(int(m.sum()) for m in self._masks.values())
+        return 1.0 - kept / total if total else 0.0

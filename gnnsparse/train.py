@@ -1,0 +1,458 @@
+"""Training loops for the paper's comparison: dense, dense train-and-prune, sparse training.
+
+Protocol (the same for every regime):
+
+* Mini-batches of supervision items (link: positive training pairs plus as many fresh random
+  negatives; node: training nodes); each step encodes the full training graph.
+* ``epochs`` E for dense and sparse training; train-and-prune runs E dense epochs (gradual
+  magnitude pruning inside them) plus ``finetune_epochs`` (default E // 2) on sparse kernels
+  with the mask fixed, and its FLOPs and seconds include both phases.
+* Model selection on the validation metric (ROC-AUC for links, accuracy for nodes), evaluated
+  after every epoch (for train-and-prune: only in the fine-tuning phase, at the final
+  sparsity); test metrics are computed once, for the selected checkpoint.
+* ``train_seconds`` is wall-clock of the training steps only (forward, backward, optimizer,
+  mask updates, negative sampling); evaluation and FLOP measurement are outside it.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import regimes
+from .flops import StepFlops, measure_flops
+from .graph import Adjacency
+from .models import build_model
+from .nn import MIN_SPARSE_NUMEL, SparseLinear, _check_sparsity, sparse_layers, sparsify
+
+__all__ = ["TrainConfig", "LinkTask", "NodeTask", "make_task", "run_dense", "run_train_and_prune",
+           "run_sparse_training", "REGIMES", "sparsity_report"]
+
+REGIMES = ("dense", "train-and-prune", "sparse-training")
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters shared by all regimes (defaults mirror the paper's setup).
+
+    Attributes:
+        epochs: E, training epochs (dense and sparse training; train-and-prune's dense phase).
+        finetune_epochs: train-and-prune fine-tuning epochs; None means ``epochs // 2``.
+        batch_size: supervision items (positive pairs or nodes) per step.
+        lr, weight_decay: Adam settings.
+        hidden, num_layers, model, dropout: encoder shape (``model`` is ``"sage"`` or ``"gcn"``).
+        seed: seeds the model init, the batch order and the training negatives.
+        distribution: ``"uniform"`` or ``"erk"`` per-layer sparsity (both regimes).
+        pruning: ``"layer"`` or ``"global"`` magnitude pruning (train-and-prune).
+        prune_schedule: ``"gradual"`` (Zhu & Gupta cubic) or ``"oneshot"``.
+        prune_start, prune_end: fractions of the dense phase where gradual pruning runs.
+        grow: ``"rigl"`` or ``"set"`` (sparse training).
+        update_interval: ΔT in steps between mask updates (pruning and drop/grow).
+        drop_fraction: α for drop-and-grow (cosine-decayed).
+        update_end: fraction of training after which masks stop changing (RigL: 0.75).
+        backend: sparse op backend (None = auto).
+        min_numel: layers with fewer weights stay dense.
+    """
+
+    epochs: int = 30
+    finetune_epochs: int | None = None
+    batch_size: int = 512
+    lr: float = 0.005
+    weight_decay: float = 0.0
+    hidden: int = 128
+    num_layers: int = 2
+    model: str = "sage"
+    dropout: float = 0.0
+    seed: int = 0
+    distribution: str = "uniform"
+    pruning: str = "layer"
+    prune_schedule: str = "gradual"
+    prune_start: float = 0.25
+    prune_end: float = 0.75
+    grow: str = "rigl"
+    update_interval: int = 25
+    drop_fraction: float = 0.3
+    update_end: float = 0.75
+    backend: str | None = None
+    min_numel: int = MIN_SPARSE_NUMEL
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first bad field."""
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if self.finetune_epochs is not None and self.finetune_epochs < 0:
+            raise ValueError(f"finetune_epochs must be >= 0, got {self.finetune_epochs}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.update_interval < 1:
+            raise ValueError(f"update_interval must be >= 1, got {self.update_interval}")
+        if self.distribution not in regimes.DISTRIBUTIONS:
+            raise ValueError(f"distribution must be one of {regimes.DISTRIBUTIONS}, got {self.distribution!r}")
+        if self.pruning not in regimes.PRUNING_MODES:
+            raise ValueError(f"pruning must be one of {regimes.PRUNING_MODES}, got {self.pruning!r}")
+        if self.prune_schedule not in regimes.PRUNE_SCHEDULES:
+            raise ValueError(f"prune_schedule must be one of {regimes.PRUNE_SCHEDULES}")
+        if self.grow not in regimes.GROW_MODES:
+            raise ValueError(f"grow must be one of {regimes.GROW_MODES}, got {self.grow!r}")
+        if not 0.0 <= self.drop_fraction < 1.0:
+            raise ValueError(f"drop_fraction must be in [0, 1), got {self.drop_fraction}")
+        for name in ("prune_start", "prune_end", "update_end"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {v}")
+
+    @property
+    def finetune(self) -> int:
+        return self.epochs // 2 if self.finetune_epochs is None else self.finetune_epochs
+
+
+# ---------------------------------------------------------------------------------------- tasks
+class LinkTask:
+    """Link prediction on a ``LinkData``: BCE on positive pairs vs. fresh random negatives.
+
+    Metrics: ROC-AUC, AP and accuracy (logit > 0) on all pairs of a split, and the same on the
+    pairs whose two nodes both appear in training (``*_seen``).
+    """
+
+    kind = "link"
+    primary = "auc"
+
+    def __init__(self, data, batch_size: int, normalization: str):
+        self.data = data
+        self.batch_size = batch_size
+        self.features = data.node_features().float()
+        self.seen = data.seen_mask
+        self.adj = Adjacency.from_sparse_csr(data.adjacency(normalization), normalization).to_sparse_csr()
+
+    def build_model(self, cfg: TrainConfig) -> nn.Module:
+        return build_model("link", self.data.num_nodes, self.features.shape[1], cfg.hidden, cfg.model,
+                           num_layers=cfg.num_layers, dropout=cfg.dropout)
+
+    def epoch_batches(self, gen: torch.Generator):
+        pos = self.data.train_pos
+        perm = torch.randperm(pos.shape[1], generator=gen)
+        for i in range(0, perm.numel(), self.batch_size):
+            idx = perm[i:i + self.batch_size]
+            p = pos[:, idx]
+            n = self.data.sample_train_negatives(idx.numel(), gen)
+            yield torch.cat([p, n], 1), torch.cat([torch.ones(idx.numel()), torch.zeros(n.shape[1])])
+
+    @staticmethod
+    def batch_key(batch) -> tuple:
+        return tuple(batch[0].shape)
+
+    def loss(self, model, batch) -> torch.Tensor:
+        pairs, labels = batch
+        logits = model(self.features, self.adj, pairs, self.seen)
+        return F.binary_cross_entropy_with_logits(logits, labels)
+
+    @torch.no_grad()
+    def evaluate(self, model, split: str) -> dict:
+        from sklearn.metrics import average_precision_score, roc_auc_score
+
+        model.eval()
+        pos, neg = getattr(self.data, f"{split}_pos"), getattr(self.data, f"{split}_neg")
+        z = model.encoder(self.features, self.adj, self.seen)
+        pairs = torch.cat([pos, neg], 1)
+        scores = model.decode(z, pairs).double().numpy()
+        labels = np.concatenate([np.ones(pos.shape[1]), np.zeros(neg.shape[1])])
+        seen = self.data.pairs_both_seen(pairs).numpy()
+        model.train()
+        out = {}
+        for suffix, sel in (("", np.ones_like(seen, dtype=bool)), ("_seen", seen)):
+            y, s = labels[sel], scores[sel]
+            if len(np.unique(y)) < 2:
+                out.update({f"auc{suffix}": float("nan"), f"ap{suffix}": float("nan"),
+                            f"acc{suffix}": float("nan")})
+                continue
+            out[f"auc{suffix}"] = float(roc_auc_score(y, s))
+            out[f"ap{suffix}"] = float(average_precision_score(y, s))
+            out[f"acc{suffix}"] = float(((s > 0) == (y > 0.5)).mean())
+        out["pairs"] = int(labels.size)
+        out["pairs_seen"] = int(seen.sum())
+        return out
+
+
+class NodeTask:
+    """Node classification on a ``NodeData``: cross-entropy on mini-batches of training nodes.
+
+    Metrics: accuracy and macro-F1 on the split's nodes.
+    """
+
+    kind = "node"
+    primary = "accuracy"
+
+    def __init__(self, data, batch_size: int, normalization: str):
+        self.data = data
+        self.batch_size = batch_size
+        self.features = data.node_features().float()
+        self.adj = Adjacency.from_sparse_csr(data.adjacency(normalization), normalization).to_sparse_csr()
+        self.train_idx = torch.nonzero(data.train_mask).reshape(-1)
+
+    def build_model(self, cfg: TrainConfig) -> nn.Module:
+        return build_model("node", self.data.num_nodes, self.features.shape[1], cfg.hidden, cfg.model,
+                           num_classes=self.data.num_classes, num_layers=cfg.num_layers, dropout=cfg.dropout)
+
+    def epoch_batches(self, gen: torch.Generator):
+        perm = self.train_idx[torch.randperm(self.train_idx.numel(), generator=gen)]
+        for i in range(0, perm.numel(), self.batch_size):
+            yield (perm[i:i + self.batch_size],)
+
+    @staticmethod
+    def batch_key(batch) -> tuple:
+        return tuple(batch[0].shape)
+
+    def loss(self, model, batch) -> torch.Tensor:
+        (idx,) = batch
+        logits = model(self.features, self.adj)
+        return F.cross_entropy(logits[idx], self.data.y[idx])
+
+    @torch.no_grad()
+    def evaluate(self, model, split: str) -> dict:
+        from sklearn.metrics import f1_score
+
+        model.eval()
+        mask = getattr(self.data, f"{split}_mask")
+        pred = model(self.features, self.adj).argmax(1)[mask].numpy()
+        y = self.data.y[mask].numpy()
+        model.train()
+        return {"accuracy": float((pred == y).mean()) if y.size else float("nan"),
+                "macro_f1": float(f1_score(y, pred, average="macro", zero_division=0)) if y.size else float("nan"),
+                "nodes": int(y.size)}
+
+
+def make_task(data, cfg: TrainConfig):
+    """The task object for ``data`` (``data.task`` is ``"link"`` or ``"node"``)."""
+    norm = "mean" if cfg.model == "sage" else "gcn"
+    if data.task == "link":
+        return LinkTask(data, cfg.batch_size, norm)
+    if data.task == "node":
+        return NodeTask(data, cfg.batch_size, norm)
+    raise ValueError(f"unknown task {data.task!r}")
+
+
+# ------------------------------------------------------------------------------------- helpers
+def _steps_per_epoch(task) -> int:
+    n = task.data.train_pos.shape[1] if task.kind == "link" else task.train_idx.numel()
+    return max(1, math.ceil(n / task.batch_size))
+
+
+def sparsity_report(model: nn.Module, kept_dense: list[str]) -> dict:
+    """Structural sparsity of the sparsified layers, the whole Linear-weight set, and per layer."""
+    from .nn import _linear_dims, linear_like
+
+    layers, stored_sp, numel_sp, stored_all, numel_all = [], 0, 0, 0, 0
+    for name, m in model.named_modules():
+        if isinstance(m, SparseLinear):
+            numel, nnz, kind = m.numel_dense, m.nnz, "csr"
+            stored_sp += nnz
+            numel_sp += numel
+        elif linear_like(m):
+            in_f, out_f = _linear_dims(m)
+            numel, nnz, kind = in_f * out_f, int((m.weight != 0).sum()), "dense"
+            kind = "dense (kept: < min_numel)" if name in kept_dense else "dense"
+        else:
+            continue
+        stored_all += nnz if kind == "csr" else numel
+        numel_all += numel
+        layers.append({"name": name, "kind": kind, "numel": numel, "nnz": nnz if kind == "csr" else numel,
+                       "sparsity": 1.0 - (nnz if kind == "csr" else numel) / numel if numel else 0.0})
+    return {
+        "measured_sparsity": 1.0 - stored_sp / numel_sp if numel_sp else 0.0,
+        "model_sparsity": 1.0 - stored_all / numel_all if numel_all else 0.0,
+        "layers": layers,
+    }
+
+
+@dataclass
+class _Phase:
+    name: str
+    epochs: int
+    select: bool
+    before: Callable[[int], None] | None = None
+    after: Callable[[int], int] | None = None
+    on_epoch: Callable[[int], None] | None = None
+
+
+@dataclass
+class _RunState:
+    flops: StepFlops = field(default_factory=StepFlops)
+    seconds: dict = field(default_factory=dict)
+    eval_seconds: float = 0.0
+    step: int = 0
+    best_val: float = -math.inf
+    best_state: dict | None = None
+    best_epoch: int = -1
+    best_metrics: dict | None = None
+    curve: list = field(default_factory=list)
+
+
+def _run_phase(model, task, optimizer, phase: _Phase, state: _RunState, gen: torch.Generator, progress=None):
+    seconds = 0.0
+    for epoch in range(phase.epochs):
+        for batch in task.epoch_batches(gen):
+            key = (phase.name, task.batch_key(batch))
+
+            def measure(batch=batch):
+                def fwd_bwd():
+                    task.loss(model, batch).backward()
+                f = measure_flops(fwd_bwd)
+                optimizer.zero_grad(set_to_none=True)
+                return f
+
+            per_step = state.flops.per_step(key, measure)
+            state.step += 1
+            t0 = time.perf_counter()
+            if phase.before:
+                phase.before(state.step)
+            optimizer.zero_grad(set_to_none=True)
+            loss = task.loss(model, batch)
+            loss.backward()
+            optimizer.step()
+            extra = phase.after(state.step) if phase.after else 0
+            seconds += time.perf_counter() - t0
+            state.flops.add(phase.name, per_step + extra)
+        if phase.on_epoch:
+            phase.on_epoch(epoch)
+        t0 = time.perf_counter()
+        val = task.evaluate(model, "val")
+        state.eval_seconds += time.perf_counter() - t0
+        state.curve.append({"phase": phase.name, "epoch": epoch, "loss": float(loss), "val": val[task.primary]})
+        if phase.select and (val[task.primary] > state.best_val or state.best_state is None):
+            state.best_val = val[task.primary]
+            state.best_state = copy.deepcopy(model.state_dict())
+            state.best_epoch = len(state.curve) - 1
+            state.best_metrics = val
+        if progress is not None:
+            progress.update(1)
+            progress.set_postfix_str(f"{phase.name} val {task.primary}={val[task.primary]:.3f}")
+    state.seconds[phase.name] = state.seconds.get(phase.name, 0.0) + seconds
+
+
+def _finish(regime, model, task, state: _RunState, cfg: TrainConfig, sparsity, kept, extra=None) -> dict:
+    model.load_state_dict(state.best_state)
+    t0 = time.perf_counter()
+    test = task.evaluate(model, "test")
+    state.eval_seconds += time.perf_counter() - t0
+    rep = sparsity_report(model, kept)
+    row = {
+        "regime": regime,
+        "target_sparsity": sparsity,
+        "measured_sparsity": rep["measured_sparsity"] if regime != "dense" else 0.0,
+        "model_sparsity": rep["model_sparsity"],
+        "layers": rep["layers"],
+        "metrics": {"val": state.best_metrics, "test": test},
+        "primary_metric": task.primary,
+        "best_epoch": state.best_epoch,
+        "train_flops": state.flops.total,
+        "flops_by_phase": dict(state.flops.by_phase),
+        "train_seconds": sum(state.seconds.values()),
+        "seconds_by_phase": dict(state.seconds),
+        "eval_seconds": state.eval_seconds,
+        "steps": state.step,
+        "seed": cfg.seed,
+        "config": asdict(cfg),
+        "curve": state.curve,
+    }
+    if extra:
+        row.update(extra)
+    return row
+
+
+def _seeded(cfg: TrainConfig):
+    torch.manual_seed(cfg.seed)
+    return torch.Generator().manual_seed(cfg.seed)
+
+
+def _adam(model, cfg):
+    return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+# ------------------------------------------------------------------------------------- regimes
+def run_dense(task, cfg: TrainConfig, progress=None) -> dict:
+    """Train the dense model for ``cfg.epochs``; returns the result row (see ``gnnsparse compare``)."""
+    cfg.validate()
+    gen = _seeded(cfg)
+    model = task.build_model(cfg)
+    opt = _adam(model, cfg)
+    state = _RunState()
+    _run_phase(model, task, opt, _Phase("dense", cfg.epochs, True), state, gen, progress)
+    return _finish("dense", model, task, state, cfg, 0.0, [])
+
+
+def _targets(model, cfg: TrainConfig, sparsity: float):
+    shapes, kept = regimes.candidate_layers(model, cfg.min_numel)
+    return regimes.layer_sparsities(shapes, sparsity, cfg.distribution), kept
+
+
+def run_train_and_prune(task, cfg: TrainConfig, sparsity: float, progress=None) -> dict:
+    """Dense training with magnitude pruning, then sparse fine-tuning with the mask fixed.
+
+    Phase ``dense-prune`` (``cfg.epochs``): dense kernels; masks follow the Zhu & Gupta cubic
+    schedule between ``prune_start`` and ``prune_end`` of the phase (or one shot at the end) and are
+    applied after every optimizer step. Phase ``finetune`` (``cfg.finetune`` epochs): the masked
+    layers become :class:`SparseLinear` (CSR kernels) and train with a fresh Adam.
+    """
+    cfg.validate()
+    sparsity = _check_sparsity(sparsity)
+    gen = _seeded(cfg)
+    model = task.build_model(cfg)
+    targets, kept = _targets(model, cfg, sparsity)
+    spe = _steps_per_epoch(task)
+    total = cfg.epochs * spe
+    if cfg.prune_schedule == "gradual":
+        start, end = int(cfg.prune_start * total), max(1, int(cfg.prune_end * total))
+    else:
+        start = end = total
+    pruner = regimes.MagnitudePruner(model, targets, cfg.pruning, cfg.prune_schedule, start, end,
+                                     cfg.update_interval)
+    opt = _adam(model, cfg)
+    state = _RunState()
+
+    def after(step):
+        pruner.step(step)
+        return 0
+
+    ft = cfg.finetune
+    _run_phase(model, task, opt, _Phase("dense-prune", cfg.epochs, ft == 0, after=after), state, gen, progress)
+    masks = pruner.masks(finalize=True)
+    sparsify(model, targets, masks=masks, backend=cfg.backend)
+    if ft == 0:  # no fine-tuning: select the final pruned model
+        state.best_state = copy.deepcopy(model.state_dict())
+        state.best_metrics = task.evaluate(model, "val")
+        state.best_epoch = len(state.curve) - 1
+    else:
+        state.best_state, state.best_val = None, -math.inf
+        opt = _adam(model, cfg)
+        _run_phase(model, task, opt, _Phase("finetune", ft, True), state, gen, progress)
+    return _finish("train-and-prune", model, task, state, cfg, sparsity, kept,
+                   {"layer_targets": targets})
+
+
+def run_sparse_training(task, cfg: TrainConfig, sparsity: float, progress=None) -> dict:
+    """Sparse training from scratch at ``sparsity`` (RigL or SET drop-and-grow, nnz fixed)."""
+    cfg.validate()
+    sparsity = _check_sparsity(sparsity)
+    gen = _seeded(cfg)
+    model = task.build_model(cfg)
+    targets, kept = _targets(model, cfg, sparsity)
+    mask_gen = torch.Generator().manual_seed(cfg.seed + 1)
+    sparsify(model, targets, init="random", backend=cfg.backend, generator=mask_gen)
+    opt = _adam(model, cfg)
+    total = cfg.epochs * _steps_per_epoch(task)
+    dst = regimes.DynamicSparseTraining(model, opt, cfg.update_interval, int(cfg.update_end * total),
+                                        cfg.drop_fraction, cfg.grow, generator=mask_gen)
+    state = _RunState()
+    _run_phase(model, task, opt, _Phase("sparse", cfg.epochs, True, before=dst.before_forward,
+                                        after=dst.after_step), state, gen, progress)
+    dst.close()
+    return _finish("sparse-training", model, task, state, cfg, sparsity, kept,
+                   {"layer_targets": targets, "mask_updates": dst.updates})
