@@ -1,0 +1,42 @@
+// Operator schemas of the gnnsparse library (torch.ops.gnnsparse.*).
+// Backend kernels are registered separately (csrc/cpu/*.cpp: dispatch key CPU;
+// csrc/cuda/ later). Autograd, fake (meta) kernels and FLOP formulas are
+// registered from Python in gnnsparse/ops.py.
+//
+// W is an (out_features, in_features) matrix in CSR form:
+//   crow_indices int64 [out_features + 1], col_indices int64 [nnz],
+//   values [nnz] (same floating dtype as x).
+#include <torch/library.h>
+
+TORCH_LIBRARY(gnnsparse, m) {
+  // Y [N, out] = x [N, in] @ W^T (+ bias [out]).
+  m.def(
+      "csr_linear(Tensor x, Tensor crow_indices, Tensor col_indices, Tensor values, "
+      "Tensor? bias, SymInt out_features) -> Tensor");
+  // dX [N, in] = grad_out [N, out] @ W.
+  m.def(
+      "csr_linear_backward_input(Tensor grad_out, Tensor crow_indices, Tensor col_indices, "
+      "Tensor values, SymInt in_features) -> Tensor");
+  // dvalues [nnz]: dvalues[p] = sum_n grad_out[n, row(p)] * x[n, col(p)].
+  m.def("csr_sddmm(Tensor grad_out, Tensor x, Tensor crow_indices, Tensor col_indices) -> Tensor");
+  // [out] column sums of grad_out [N, out].
+  m.def("bias_grad(Tensor grad_out) -> Tensor");
+}
+
+// `import gnnsparse._C` needs a module init function; the ops are registered by
+// the static initialisers above when the shared library is loaded. The CMake
+// build produces a plain library for torch.ops.load_library and skips this.
+#ifdef GNNSPARSE_PYTHON_MODULE
+#include <Python.h>
+
+extern "C" PyMODINIT_FUNC PyInit__C(void) {
+  static struct PyModuleDef module_def = {
+      PyModuleDef_HEAD_INIT,
+      "_C",
+      "gnnsparse C++ operators (registered in torch.ops.gnnsparse on import).",
+      -1,
+      nullptr,
+  };
+  return PyModule_Create(&module_def);
+}
+#endif

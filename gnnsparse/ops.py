@@ -1,0 +1,332 @@
+"""The single backend dispatch point for gnnsparse's sparse-weight linear layer.
+
+Weight convention: ``W`` is an ``(out_features, in_features)`` matrix in CSR form,
+
+* ``crow_indices``: int64 ``[out_features + 1]``, ``crow_indices[0] == 0``, non-decreasing,
+  ``crow_indices[-1] == nnz``;
+* ``col_indices``: int64 ``[nnz]``, each in ``[0, in_features)``, sorted ascending and unique
+  within a row (the kernels do not rely on this; duplicates are summed);
+* ``values``: ``[nnz]``, float32 or float64, same dtype as the input.
+
+Backends:
+
+* ``"cpu"``: the C++/OpenMP kernels of ``gnnsparse._C`` (``torch.ops.gnnsparse.*``), CPU tensors.
+  Autograd, fake (meta) kernels and FLOP formulas for these ops are registered here, so the ops
+  work with ``torch.compile`` and ``torch.utils.flop_counter.FlopCounterMode``.
+  The AVX2+FMA path is picked at run time when the CPU has it; set the environment variable
+  ``GNNSPARSE_CPU_ISA=generic`` to force the portable path (``avx2`` to require the fast one,
+  ``auto``/unset for the default). It is read at every call.
+* ``"torch"``: the pure-torch reference (:mod:`gnnsparse.reference`), any device, differentiable
+  through ordinary autograd.
+
+FLOP convention: 2 FLOPs per multiply-add, 1 per addition of a bias/gradient element:
+``csr_linear`` ``2·N·nnz`` (+ ``N·out`` with bias), ``csr_linear_backward_input`` ``2·N·nnz``,
+``csr_sddmm`` ``2·N·nnz``, ``bias_grad`` ``N·out``.
+
+Determinism: on the ``"cpu"`` backend every result is bit-identical for any number of threads
+(reductions over nodes use chunks whose size depends on N only, reduced in a fixed order).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+import torch
+
+from . import _ext, reference
+
+__all__ = [
+    "csr_linear",
+    "resolve_backend",
+    "check_backend",
+    "add_flops_listener",
+    "remove_flops_listener",
+    "csr_linear_flops",
+    "VALID_BACKENDS",
+]
+
+#: Backends built in this version.
+VALID_BACKENDS = ("cpu", "torch")
+_FUTURE_BACKENDS = ("cuda", "triton")
+
+# ---------------------------------------------------------------------------------------------
+# Executed-FLOPs listeners
+_FLOPS_LISTENERS: list[Callable[[str, int], None]] = []
+
+
+def add_flops_listener(fn: Callable[[str, int], None]) -> None:
+    """Register ``fn(op_name, flops)`` to be called for every executed sparse op.
+
+    Each eager call of :func:`csr_linear` (any backend) reports ``("csr_linear", flops)``; its
+    backward reports ``"csr_linear_backward_input"``, ``"csr_sddmm"`` and ``"bias_grad"`` for the
+    gradients actually computed. FLOPs are computed from shapes with integer arithmetic.
+    Calls inside a ``torch.compile``/``torch.export`` trace are not reported.
+    Registering the same function twice has no effect.
+    """
+    if fn not in _FLOPS_LISTENERS:
+        _FLOPS_LISTENERS.append(fn)
+
+
+def remove_flops_listener(fn: Callable[[str, int], None]) -> None:
+    """Unregister a listener added with :func:`add_flops_listener` (no-op if absent)."""
+    try:
+        _FLOPS_LISTENERS.remove(fn)
+    except ValueError:
+        pass
+
+
+def _notify(name: str, flops: int) -> None:
+    for fn in tuple(_FLOPS_LISTENERS):
+        fn(name, flops)
+
+
+def _tracing(t: torch.Tensor) -> bool:
+    if torch.compiler.is_compiling():
+        return True
+    from torch._subclasses.fake_tensor import is_fake
+
+    return is_fake(t)
+
+
+def csr_linear_flops(n: int, nnz: int, out_features: int, bias: bool) -> int:
+    """FLOPs of one ``csr_linear`` forward: ``2·n·nnz`` plus ``n·out_features`` with bias."""
+    return 2 * n * nnz + (n * out_features if bias else 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Backend selection
+def check_backend(backend: str) -> str:
+    """Validate a backend name and return it.
+
+    Raises:
+        ValueError: not one of :data:`VALID_BACKENDS` (``"cuda"``/``"triton"`` are not built in
+            this version).
+    """
+    if backend in VALID_BACKENDS:
+        return backend
+    valid = ", ".join(repr(b) for b in VALID_BACKENDS)
+    if backend in _FUTURE_BACKENDS:
+        raise ValueError(f"backend {backend!r} is not built in this version; valid backends: {valid}")
+    raise ValueError(f"unknown backend {backend!r}; valid backends: {valid}")
+
+
+def resolve_backend(backend: str | None = None, device: torch.device | str | None = None) -> str:
+    """Pick the backend for tensors on ``device``.
+
+    ``backend`` if given, else the environment variable ``GNNSPARSE_BACKEND`` if set and
+    non-empty, else ``"cpu"`` when the extension is available and ``device`` is a CPU device
+    (``None`` means CPU), else ``"torch"``.
+
+    Raises:
+        ValueError: invalid backend name (see :func:`check_backend`).
+    """
+    if backend is None:
+        backend = os.environ.get("GNNSPARSE_BACKEND") or None
+    if backend is not None:
+        return check_backend(backend)
+    dev_type = "cpu" if device is None else torch.device(device).type
+    if dev_type == "cpu" and _ext.available():
+        return "cpu"
+    return "torch"
+
+
+# ---------------------------------------------------------------------------------------------
+# Public op
+def csr_linear(x: torch.Tensor, crow_indices: torch.Tensor, col_indices: torch.Tensor,
+               values: torch.Tensor, bias: torch.Tensor | None, out_features: int,
+               backend: str | None = None, *, in_features: int | None = None) -> torch.Tensor:
+    """``y = x · Wᵀ + bias`` with ``W`` ``(out_features, in_features)`` in CSR.
+
+    Args:
+        x: ``[*, in_features]`` float32/float64 (any leading dims, any strides).
+        crow_indices: int64 ``[out_features + 1]``.
+        col_indices: int64 ``[nnz]``.
+        values: ``[nnz]``, same dtype as ``x``.
+        bias: ``[out_features]`` (same dtype) or ``None``.
+        out_features: number of rows of ``W``.
+        backend: ``"cpu"``, ``"torch"`` or ``None`` (see :func:`resolve_backend`; resolved for
+            ``x.device``).
+        in_features: optional; if given, ``x.shape[-1]`` is checked against it.
+
+    Returns:
+        ``[*, out_features]``, dtype of ``x``. Differentiable w.r.t. ``x``, ``values`` and
+        ``bias``; on the ``"cpu"`` backend the backward runs ``csr_linear_backward_input``
+        (dX), ``csr_sddmm`` (dvalues) and ``bias_grad`` only for inputs that need a gradient.
+
+    FLOPs (reported to listeners): ``2·N·nnz`` (+ ``N·out_features`` with bias), ``N`` the
+    number of rows of ``x`` flattened to 2-D.
+
+    Raises:
+        RuntimeError: ``x`` is 0-D or its last dim differs from ``in_features``; from the C++
+            ops: wrong dtype/device/shape of an argument, invalid CSR (``crow_indices`` not
+            monotone, wrong length or not ending at nnz; ``col_indices`` out of range).
+        ValueError: invalid backend name.
+        ImportError: backend ``"cpu"`` requested but the extension is not built.
+    """
+    if x.dim() == 0:
+        raise RuntimeError("csr_linear: expected x of shape [*, in_features], got a 0-D tensor")
+    if in_features is not None and x.shape[-1] != in_features:
+        raise RuntimeError(
+            f"csr_linear: x has shape {tuple(x.shape)} but W has shape "
+            f"({out_features}, {in_features}): the last dim of x must equal in_features = {in_features}")
+    lead = x.shape[:-1]
+    x2 = x.flatten(0, -2) if x.dim() > 1 else x.unsqueeze(0)
+    name = resolve_backend(backend, x.device)
+    if name == "cpu":
+        _ext.load()
+        y = torch.ops.gnnsparse.csr_linear(x2, crow_indices, col_indices, values, bias, out_features)
+    else:
+        y = reference.csr_linear(x2, crow_indices, col_indices, values, bias, out_features)
+    if _FLOPS_LISTENERS and not _tracing(y):
+        n = int(x2.shape[0])
+        _notify("csr_linear", csr_linear_flops(n, int(col_indices.numel()), int(out_features),
+                                               bias is not None))
+        if name == "torch" and y.requires_grad:
+            _attach_backward_flops_hook(y, x2, col_indices, values, bias)
+    return y.unflatten(0, lead) if x.dim() > 1 else y.squeeze(0)
+
+
+def _backward_flops(n: int, nnz: int, out: int, need_x: bool, need_values: bool, need_bias: bool):
+    if need_x:
+        _notify("csr_linear_backward_input", 2 * n * nnz)
+    if need_values:
+        _notify("csr_sddmm", 2 * n * nnz)
+    if need_bias:
+        _notify("bias_grad", n * out)
+
+
+def _attach_backward_flops_hook(y, x2, col_indices, values, bias) -> None:
+    # "torch" backend: ordinary autograd runs the backward; report what it computes.
+    n, nnz, out = int(x2.shape[0]), int(col_indices.numel()), int(y.shape[-1])
+    flags = (x2.requires_grad, values.requires_grad, bias is not None and bias.requires_grad)
+
+    def hook(grad):
+        _backward_flops(n, nnz, out, *flags)
+
+    y.register_hook(hook)
+
+
+# ---------------------------------------------------------------------------------------------
+# Registrations for the C++ ops (fake kernels, autograd, FLOP formulas).
+def _register() -> None:
+    from torch.utils.flop_counter import register_flop_formula
+
+    ops = torch.ops.gnnsparse
+
+    # ---- fake (meta) kernels
+    @torch.library.register_fake("gnnsparse::csr_linear")
+    def _csr_linear_fake(x, crow_indices, col_indices, values, bias, out_features):
+        torch._check(x.dim() == 2, lambda: f"csr_linear: expected x to be 2-D, got {tuple(x.shape)}")
+        return x.new_empty((x.shape[0], out_features))
+
+    @torch.library.register_fake("gnnsparse::csr_linear_backward_input")
+    def _csr_linear_backward_input_fake(grad_out, crow_indices, col_indices, values, in_features):
+        torch._check(grad_out.dim() == 2, lambda: "csr_linear_backward_input: expected 2-D grad_out")
+        return grad_out.new_empty((grad_out.shape[0], in_features))
+
+    @torch.library.register_fake("gnnsparse::csr_sddmm")
+    def _csr_sddmm_fake(grad_out, x, crow_indices, col_indices):
+        torch._check(x.dim() == 2 and grad_out.dim() == 2, lambda: "csr_sddmm: expected 2-D inputs")
+        return x.new_empty((col_indices.shape[0],))
+
+    @torch.library.register_fake("gnnsparse::bias_grad")
+    def _bias_grad_fake(grad_out):
+        torch._check(grad_out.dim() == 2, lambda: "bias_grad: expected 2-D grad_out")
+        return grad_out.new_empty((grad_out.shape[1],))
+
+    # ---- autograd
+    def _lin_setup(ctx, inputs, output):
+        x, crow, col, values, bias, out_features = inputs
+        ctx.in_features = x.shape[1]
+        ctx.out_features = out_features
+        ctx.has_bias = bias is not None
+        need_x, need_v = ctx.needs_input_grad[0], ctx.needs_input_grad[3]
+        ctx.save_for_backward(x if need_v else None, crow, col, values if need_x else None)
+
+    def _lin_backward(ctx, grad):
+        x, crow, col, values = ctx.saved_tensors
+        need_x = ctx.needs_input_grad[0]
+        need_v = ctx.needs_input_grad[3]
+        need_b = ctx.has_bias and ctx.needs_input_grad[4]
+        dx = dv = db = None
+        if need_x:
+            dx = ops.csr_linear_backward_input(grad, crow, col, values, ctx.in_features)
+        if need_v:
+            dv = ops.csr_sddmm(grad, x, crow, col)
+        if need_b:
+            db = ops.bias_grad(grad)
+        if _FLOPS_LISTENERS and not _tracing(grad):
+            _backward_flops(int(grad.shape[0]), int(col.numel()), int(grad.shape[1]),
+                            need_x, need_v, need_b)
+        return dx, None, None, dv, db, None
+
+    torch.library.register_autograd("gnnsparse::csr_linear", _lin_backward, setup_context=_lin_setup)
+
+    # The backward ops are linear in each tensor argument, so they are differentiable with the
+    # same kernels (double backward, gradgradcheck).
+    def _bwi_setup(ctx, inputs, output):
+        grad_out, crow, col, values, in_features = inputs
+        ctx.out_features = grad_out.shape[1]
+        ctx.save_for_backward(grad_out, crow, col, values)
+
+    def _bwi_backward(ctx, gg):
+        grad_out, crow, col, values = ctx.saved_tensors
+        d_grad_out = d_values = None
+        if ctx.needs_input_grad[0]:
+            d_grad_out = ops.csr_linear(gg, crow, col, values, None, ctx.out_features)
+        if ctx.needs_input_grad[3]:
+            d_values = ops.csr_sddmm(grad_out, gg, crow, col)
+        return d_grad_out, None, None, d_values, None
+
+    torch.library.register_autograd("gnnsparse::csr_linear_backward_input", _bwi_backward,
+                                    setup_context=_bwi_setup)
+
+    def _sddmm_setup(ctx, inputs, output):
+        grad_out, x, crow, col = inputs
+        ctx.out_features = grad_out.shape[1]
+        ctx.in_features = x.shape[1]
+        ctx.save_for_backward(grad_out, x, crow, col)
+
+    def _sddmm_backward(ctx, gv):
+        grad_out, x, crow, col = ctx.saved_tensors
+        d_grad_out = d_x = None
+        if ctx.needs_input_grad[0]:
+            d_grad_out = ops.csr_linear(x, crow, col, gv, None, ctx.out_features)
+        if ctx.needs_input_grad[1]:
+            d_x = ops.csr_linear_backward_input(grad_out, crow, col, gv, ctx.in_features)
+        return d_grad_out, d_x, None, None
+
+    torch.library.register_autograd("gnnsparse::csr_sddmm", _sddmm_backward, setup_context=_sddmm_setup)
+
+    def _bias_setup(ctx, inputs, output):
+        ctx.n = inputs[0].shape[0]
+
+    def _bias_backward(ctx, gb):
+        return gb.unsqueeze(0).expand(ctx.n, gb.shape[0])
+
+    torch.library.register_autograd("gnnsparse::bias_grad", _bias_backward, setup_context=_bias_setup)
+
+    # ---- FLOP formulas (torch.utils.flop_counter.FlopCounterMode)
+    @register_flop_formula(ops.csr_linear)
+    def _csr_linear_flop(x_shape, crow_shape, col_shape, values_shape, bias_shape, out_features,
+                         *args, out_shape=None, **kwargs) -> int:
+        return csr_linear_flops(x_shape[0], col_shape[0], out_features, bias_shape is not None)
+
+    @register_flop_formula(ops.csr_linear_backward_input)
+    def _csr_linear_backward_input_flop(grad_shape, crow_shape, col_shape, values_shape, in_features,
+                                        *args, out_shape=None, **kwargs) -> int:
+        return 2 * grad_shape[0] * col_shape[0]
+
+    @register_flop_formula(ops.csr_sddmm)
+    def _csr_sddmm_flop(grad_shape, x_shape, crow_shape, col_shape, *args, out_shape=None,
+                        **kwargs) -> int:
+        return 2 * x_shape[0] * col_shape[0]
+
+    @register_flop_formula(ops.bias_grad)
+    def _bias_grad_flop(grad_shape, *args, out_shape=None, **kwargs) -> int:
+        return grad_shape[0] * grad_shape[1]
+
+
+if _ext.available():
+    _register()
