@@ -170,8 +170,7 @@ def csr_linear(x: torch.Tensor, crow_indices: torch.Tensor, col_indices: torch.T
         raise RuntimeError(
             f"csr_linear: x has shape {tuple(x.shape)} but W has shape "
             f"({out_features}, {in_features}): the last dim of x must equal in_features = {in_features}")
-    lead = x.shape[:-1]
-    x2 = x.flatten(0, -2) if x.dim() > 1 else x.unsqueeze(0)
+    x2 = x if x.dim() == 2 else (x.flatten(0, -2) if x.dim() > 2 else x.unsqueeze(0))
     name = resolve_backend(backend, x.device)
     if name == "cpu":
         _ext.load()
@@ -184,7 +183,9 @@ def csr_linear(x: torch.Tensor, crow_indices: torch.Tensor, col_indices: torch.T
                                                bias is not None))
         if name == "torch" and y.requires_grad:
             _attach_backward_flops_hook(y, x2, col_indices, values, bias)
-    return y.unflatten(0, lead) if x.dim() > 1 else y.squeeze(0)
+    if x.dim() == 2:
+        return y
+    return y.unflatten(0, x.shape[:-1]) if x.dim() > 2 else y.squeeze(0)
 
 
 def _backward_flops(n: int, nnz: int, out: int, need_x: bool, need_values: bool, need_bias: bool):

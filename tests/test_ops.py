@@ -1,0 +1,474 @@
+"""Tests of the gnnsparse CSR operators (C++ CPU kernels) against the pure-torch reference.
+
+The extension must be built (`pip install --no-build-isolation -e .`); if it is not, this module
+fails at import instead of skipping.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+from gnnsparse import _ext, ops, reference
+
+_ext.load()  # ImportError (a failure, not a skip) when gnnsparse._C is not built
+
+OPS = torch.ops.gnnsparse
+ISAS = ["auto", "generic"]
+
+
+def _cpu_has_avx2_fma() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx2" in flags and "fma" in flags
+
+
+def make_csr(out_f, in_f, density, dtype=torch.float64, seed=0, empty_rows=()):
+    """Random CSR (sorted unique columns per row) with the given density; rows in
+    ``empty_rows`` store nothing."""
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.rand(out_f, in_f, generator=g) < density
+    if density >= 1.0:
+        mask[:] = True
+    for r in empty_rows:
+        mask[r] = False
+    counts = mask.sum(1)
+    crow = torch.zeros(out_f + 1, dtype=torch.int64)
+    crow[1:] = torch.cumsum(counts, 0)
+    col = mask.nonzero()[:, 1].contiguous()
+    values = torch.randn(col.numel(), generator=g, dtype=dtype)
+    return crow, col, values
+
+
+def tol(dtype):
+    return dict(rtol=1e-10, atol=1e-10) if dtype == torch.float64 else dict(rtol=2e-4, atol=2e-4)
+
+
+def check_all_ops(N, in_f, out_f, density, dtype, seed=0, empty_rows=(), bias=True):
+    crow, col, values = make_csr(out_f, in_f, density, dtype, seed, empty_rows)
+    g = torch.Generator().manual_seed(seed + 1)
+    x = torch.randn(N, in_f, generator=g, dtype=dtype)
+    gy = torch.randn(N, out_f, generator=g, dtype=dtype)
+    b = torch.randn(out_f, generator=g, dtype=dtype) if bias else None
+    t = tol(dtype)
+    torch.testing.assert_close(OPS.csr_linear(x, crow, col, values, b, out_f),
+                               reference.csr_linear(x, crow, col, values, b, out_f), **t)
+    torch.testing.assert_close(OPS.csr_linear_backward_input(gy, crow, col, values, in_f),
+                               reference.csr_linear_backward_input(gy, crow, col, values, in_f), **t)
+    torch.testing.assert_close(OPS.csr_sddmm(gy, x, crow, col),
+                               reference.csr_sddmm(gy, x, crow, col), **t)
+    torch.testing.assert_close(OPS.bias_grad(gy), reference.bias_grad(gy), **t)
+
+
+@pytest.fixture(params=ISAS)
+def isa(request, monkeypatch):
+    monkeypatch.setenv("GNNSPARSE_CPU_ISA", request.param)
+    return request.param
+
+
+SHAPES = [
+    # N, in, out, density, empty_rows
+    (0, 7, 13, 0.5, ()),          # no nodes
+    (1, 7, 13, 0.5, ()),          # one node
+    (7, 13, 7, 0.4, ()),          # odd sizes
+    (13, 7, 13, 0.0, ()),         # nnz = 0
+    (33, 40, 24, 1.0, ()),        # full density, partial second tile
+    (65, 29, 17, 0.3, (0, 5, 16)),  # empty rows incl. first/last
+    (64, 256, 64, 0.1, ()),       # multiples of the vector widths
+    (1000, 37, 19, 0.2, ()),      # several reduction chunks, remainder tile
+    (5, 1, 3, 1.0, ()),           # in_features = 1
+    (9, 6, 1, 1.0, ()),           # out_features = 1
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("N,in_f,out_f,density,empty_rows", SHAPES)
+def test_ops_match_reference(isa, N, in_f, out_f, density, empty_rows, dtype):
+    check_all_ops(N, in_f, out_f, density, dtype, empty_rows=empty_rows)
+
+
+def test_ops_no_bias(isa):
+    check_all_ops(40, 9, 11, 0.5, torch.float32, bias=False)
+
+
+@settings(max_examples=40, deadline=None)
+@given(N=st.integers(0, 80), in_f=st.integers(1, 40), out_f=st.integers(1, 40),
+       density=st.sampled_from([0.0, 0.05, 0.3, 0.7, 1.0]),
+       dtype=st.sampled_from([torch.float32, torch.float64]), seed=st.integers(0, 10_000),
+       isa=st.sampled_from(ISAS))
+def test_ops_match_reference_random(N, in_f, out_f, density, dtype, seed, isa):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GNNSPARSE_CPU_ISA", isa)
+        check_all_ops(N, in_f, out_f, density, dtype, seed=seed)
+
+
+def test_zero_in_and_out_features():
+    crow, col, values = make_csr(4, 0, 0.5)
+    y = OPS.csr_linear(torch.randn(3, 0, dtype=torch.float64), crow, col, values, None, 4)
+    torch.testing.assert_close(y, torch.zeros(3, 4, dtype=torch.float64))
+    crow, col, values = make_csr(0, 5, 0.5)
+    x = torch.randn(3, 5, dtype=torch.float64)
+    assert OPS.csr_linear(x, crow, col, values, None, 0).shape == (3, 0)
+    assert OPS.bias_grad(torch.zeros(3, 0)).shape == (0,)
+    dx = OPS.csr_linear_backward_input(torch.zeros(3, 0, dtype=torch.float64), crow, col, values, 5)
+    torch.testing.assert_close(dx, torch.zeros(3, 5, dtype=torch.float64))
+
+
+def test_unsorted_and_duplicate_columns_are_summed():
+    # not the documented layout, but the kernels must still agree with the reference
+    crow = torch.tensor([0, 3, 3, 5])
+    col = torch.tensor([4, 1, 4, 0, 2])
+    values = torch.randn(5, dtype=torch.float64)
+    x = torch.randn(40, 5, dtype=torch.float64)
+    gy = torch.randn(40, 3, dtype=torch.float64)
+    torch.testing.assert_close(OPS.csr_linear(x, crow, col, values, None, 3),
+                               reference.csr_linear(x, crow, col, values, None, 3))
+    torch.testing.assert_close(OPS.csr_linear_backward_input(gy, crow, col, values, 5),
+                               reference.csr_linear_backward_input(gy, crow, col, values, 5))
+    torch.testing.assert_close(OPS.csr_sddmm(gy, x, crow, col), reference.csr_sddmm(gy, x, crow, col))
+
+
+def test_isa_env_var_is_read_at_call_time(monkeypatch):
+    crow, col, values = make_csr(8, 8, 0.5, torch.float32)
+    x = torch.randn(4, 8)
+    monkeypatch.setenv("GNNSPARSE_CPU_ISA", "bogus")
+    with pytest.raises(RuntimeError, match="GNNSPARSE_CPU_ISA"):
+        OPS.csr_linear(x, crow, col, values, None, 8)
+
+
+@pytest.mark.skipif(not _cpu_has_avx2_fma(), reason="CPU has no AVX2+FMA: only the generic path exists")
+def test_generic_and_avx2_paths_differ_but_agree(monkeypatch):
+    # The two paths round differently (FMA vs. mul+add), so bit-identical outputs would mean the
+    # env var selected the same code twice.
+    crow, col, values = make_csr(64, 256, 0.5, torch.float32, seed=3)
+    x = torch.randn(512, 256, generator=torch.Generator().manual_seed(4))
+    monkeypatch.setenv("GNNSPARSE_CPU_ISA", "avx2")
+    y_avx2 = OPS.csr_linear(x, crow, col, values, None, 64)
+    monkeypatch.setenv("GNNSPARSE_CPU_ISA", "generic")
+    y_gen = OPS.csr_linear(x, crow, col, values, None, 64)
+    assert not torch.equal(y_avx2, y_gen)
+    torch.testing.assert_close(y_avx2, y_gen, rtol=1e-4, atol=1e-4)
+
+
+# ------------------------------------------------------------------------------ ops.csr_linear
+@pytest.mark.parametrize("backend", ["cpu", "torch"])
+def test_csr_linear_nd_and_noncontiguous(backend, isa):
+    out_f, in_f = 11, 13
+    crow, col, values = make_csr(out_f, in_f, 0.4)
+    b = torch.randn(out_f, dtype=torch.float64)
+    w = reference.dense_weight(crow, col, values, out_f, in_f)
+    x3 = torch.randn(2, 5, in_f, dtype=torch.float64)
+    y = ops.csr_linear(x3, crow, col, values, b, out_f, backend=backend)
+    assert y.shape == (2, 5, out_f)
+    torch.testing.assert_close(y, x3 @ w.t() + b)
+    xt = torch.randn(in_f, 37, dtype=torch.float64).t()  # non-contiguous [37, in]
+    assert not xt.is_contiguous()
+    torch.testing.assert_close(ops.csr_linear(xt, crow, col, values, b, out_f, backend=backend),
+                               xt @ w.t() + b)
+    x1 = torch.randn(in_f, dtype=torch.float64)
+    torch.testing.assert_close(ops.csr_linear(x1, crow, col, values, None, out_f, backend=backend),
+                               w @ x1)
+    x0 = torch.randn(3, 0, in_f, dtype=torch.float64)
+    assert ops.csr_linear(x0, crow, col, values, b, out_f, backend=backend).shape == (3, 0, out_f)
+
+
+@pytest.mark.parametrize("empty_rows", [(), (0, 3)])
+def test_gradcheck(isa, empty_rows):
+    out_f, in_f = 6, 9
+    crow, col, values = make_csr(out_f, in_f, 0.5, empty_rows=empty_rows, seed=7)
+    values.requires_grad_()
+    x = torch.randn(2, 35, in_f, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(out_f, dtype=torch.float64, requires_grad=True)
+
+    def f(x, v, b):
+        return ops.csr_linear(x, crow, col, v, b, out_f, backend="cpu")
+
+    assert torch.autograd.gradcheck(f, (x, values, b))
+    assert torch.autograd.gradgradcheck(f, (x, values, b))
+
+
+def test_backward_matches_torch_backend_and_skips_unneeded_grads():
+    out_f, in_f = 20, 30
+    crow, col, values = make_csr(out_f, in_f, 0.3, seed=2)
+    x = torch.randn(300, in_f, dtype=torch.float64)
+    b = torch.randn(out_f, dtype=torch.float64)
+    gy = torch.randn(300, out_f, dtype=torch.float64)
+    grads = {}
+    for backend in ("cpu", "torch"):
+        xs, vs, bs = (t.clone().requires_grad_() for t in (x, values, b))
+        ops.csr_linear(xs, crow, col, vs, bs, out_f, backend=backend).backward(gy)
+        grads[backend] = (xs.grad, vs.grad, bs.grad)
+    for a, r in zip(grads["cpu"], grads["torch"]):
+        torch.testing.assert_close(a, r)
+    # only values needs a gradient: the backward must compute just the SDDMM
+    log = []
+    listener = lambda name, flops: log.append(name)  # noqa: E731
+    ops.add_flops_listener(listener)
+    try:
+        vs = values.clone().requires_grad_()
+        ops.csr_linear(x, crow, col, vs, b, out_f, backend="cpu").backward(gy)
+    finally:
+        ops.remove_flops_listener(listener)
+    assert log == ["csr_linear", "csr_sddmm"]
+    torch.testing.assert_close(vs.grad, grads["torch"][1])
+
+
+@pytest.mark.parametrize("backend", ["cpu", "torch"])
+def test_flops_listener(backend):
+    out_f, in_f, N = 8, 10, 12
+    crow, col, values = make_csr(out_f, in_f, 0.5)
+    nnz = col.numel()
+    log = []
+    listener = lambda name, flops: log.append((name, flops))  # noqa: E731
+    ops.add_flops_listener(listener)
+    ops.add_flops_listener(listener)  # idempotent
+    try:
+        x = torch.randn(3, 4, in_f, dtype=torch.float64, requires_grad=True)
+        v = values.clone().requires_grad_()
+        b = torch.zeros(out_f, dtype=torch.float64, requires_grad=True)
+        ops.csr_linear(x, crow, col, v, b, out_f, backend=backend).sum().backward()
+    finally:
+        ops.remove_flops_listener(listener)
+    assert sorted(log) == sorted([
+        ("csr_linear", 2 * N * nnz + N * out_f),
+        ("csr_linear_backward_input", 2 * N * nnz),
+        ("csr_sddmm", 2 * N * nnz),
+        ("bias_grad", N * out_f),
+    ])
+    log.clear()
+    ops.csr_linear(x, crow, col, v, None, out_f, backend=backend)
+    assert log == []  # removed
+
+
+def test_flop_counter_mode():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    out_f, in_f, N = 8, 10, 12
+    crow, col, values = make_csr(out_f, in_f, 0.5)
+    nnz = col.numel()
+    x = torch.randn(N, in_f, dtype=torch.float64, requires_grad=True)
+    v = values.clone().requires_grad_()
+    b = torch.zeros(out_f, dtype=torch.float64, requires_grad=True)
+    with FlopCounterMode(display=False) as fc:
+        ops.csr_linear(x, crow, col, v, b, out_f, backend="cpu").sum().backward()
+    counts = {str(k): c for k, c in fc.get_flop_counts()["Global"].items()}
+    assert counts == {
+        "gnnsparse.csr_linear": 2 * N * nnz + N * out_f,
+        "gnnsparse.csr_linear_backward_input": 2 * N * nnz,
+        "gnnsparse.csr_sddmm": 2 * N * nnz,
+        "gnnsparse.bias_grad": N * out_f,
+    }
+
+
+# ------------------------------------------------------------------------------ backends
+def test_resolve_backend(monkeypatch):
+    monkeypatch.delenv("GNNSPARSE_BACKEND", raising=False)
+    assert ops.resolve_backend(None, torch.device("cpu")) == "cpu"
+    assert ops.resolve_backend(None, None) == "cpu"
+    assert ops.resolve_backend(None, "meta") == "torch"
+    assert ops.resolve_backend("torch", "cpu") == "torch"
+    monkeypatch.setenv("GNNSPARSE_BACKEND", "torch")
+    assert ops.resolve_backend(None, "cpu") == "torch"
+    assert ops.resolve_backend("cpu", "cpu") == "cpu"
+    monkeypatch.setenv("GNNSPARSE_BACKEND", "nope")
+    with pytest.raises(ValueError, match="'cpu', 'torch'"):
+        ops.resolve_backend(None, "cpu")
+    for name in ("cuda", "triton"):
+        with pytest.raises(ValueError, match=f"backend '{name}' is not built in this version"):
+            ops.resolve_backend(name, "cpu")
+    with pytest.raises(ValueError, match="unknown backend"):
+        ops.check_backend("gpu")
+
+
+def test_env_backend_is_used(monkeypatch):
+    out_f, in_f = 4, 5
+    crow, col, values = make_csr(out_f, in_f, 0.5)
+    x = torch.randn(3, in_f, dtype=torch.float64, requires_grad=True)
+    calls = []
+    real = reference.csr_linear
+    monkeypatch.setattr(reference, "csr_linear", lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setenv("GNNSPARSE_BACKEND", "torch")
+    y = ops.csr_linear(x, crow, col, values, None, out_f)
+    assert calls == [1]
+    monkeypatch.setenv("GNNSPARSE_BACKEND", "cpu")
+    y2 = ops.csr_linear(x, crow, col, values, None, out_f)
+    assert calls == [1]
+    monkeypatch.delenv("GNNSPARSE_BACKEND")
+    ops.csr_linear(x, crow, col, values, None, out_f)
+    assert calls == [1]  # auto on CPU with the extension built -> "cpu"
+    torch.testing.assert_close(y, y2)
+
+
+# ------------------------------------------------------------------------------ opcheck
+def _opcheck_cases():
+    crow, col, values = make_csr(6, 9, 0.5, seed=11)
+    g = torch.Generator().manual_seed(12)
+    x = torch.randn(37, 9, generator=g, dtype=torch.float64)
+    gy = torch.randn(37, 6, generator=g, dtype=torch.float64)
+    b = torch.randn(6, generator=g, dtype=torch.float64)
+    rg = lambda t: t.clone().requires_grad_()  # noqa: E731
+    return [
+        (OPS.csr_linear, (x, crow, col, values, b, 6)),
+        (OPS.csr_linear, (rg(x), crow, col, rg(values), rg(b), 6)),
+        (OPS.csr_linear, (x.float(), crow, col, values.float(), None, 6)),
+        (OPS.csr_linear_backward_input, (gy, crow, col, values, 9)),
+        (OPS.csr_linear_backward_input, (rg(gy), crow, col, rg(values), 9)),
+        (OPS.csr_sddmm, (gy, x, crow, col)),
+        (OPS.csr_sddmm, (rg(gy), rg(x), crow, col)),
+        (OPS.bias_grad, (gy,)),
+        (OPS.bias_grad, (rg(gy),)),
+    ]
+
+
+@pytest.mark.parametrize("case", range(len(_opcheck_cases())))
+def test_opcheck(case):
+    op, args = _opcheck_cases()[case]
+    torch.library.opcheck(op, args)
+
+
+# ------------------------------------------------------------------------------ torch.compile
+class _TinySparse(torch.nn.Module):
+    def __init__(self, out_f, in_f):
+        super().__init__()
+        crow, col, values = make_csr(out_f, in_f, 0.5, torch.float32, seed=5)
+        self.out_f = out_f
+        self.register_buffer("crow", crow)
+        self.register_buffer("col", col)
+        self.values = torch.nn.Parameter(values)
+        self.bias = torch.nn.Parameter(torch.randn(out_f))
+
+    def forward(self, x):
+        return torch.relu(ops.csr_linear(x, self.crow, self.col, self.values, self.bias, self.out_f,
+                                         backend="cpu"))
+
+
+def test_torch_compile_fullgraph():
+    torch._dynamo.reset()
+    mod = _TinySparse(6, 10)
+    x = torch.randn(4, 7, 10, requires_grad=True)
+    y_eager = mod(x)
+    y_eager.square().sum().backward()
+    grads_eager = [t.grad.clone() for t in (x, mod.values, mod.bias)]
+    for t in (x, mod.values, mod.bias):
+        t.grad = None
+    compiled = torch.compile(mod, fullgraph=True)
+    y_comp = compiled(x)
+    y_comp.square().sum().backward()
+    torch.testing.assert_close(y_comp, y_eager)
+    for a, r in zip((x.grad, mod.values.grad, mod.bias.grad), grads_eager):
+        torch.testing.assert_close(a, r)
+
+
+# ------------------------------------------------------------------------------ determinism
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_deterministic_across_thread_counts(dtype):
+    out_f, in_f, N = 48, 64, 3001  # many tiles and reduction chunks, partial last tile
+    crow, col, values = make_csr(out_f, in_f, 0.3, dtype, seed=9)
+    g = torch.Generator().manual_seed(10)
+    x = torch.randn(N, in_f, generator=g, dtype=dtype)
+    gy = torch.randn(N, out_f, generator=g, dtype=dtype)
+    b = torch.randn(out_f, generator=g, dtype=dtype)
+
+    def run():
+        return (OPS.csr_linear(x, crow, col, values, b, out_f),
+                OPS.csr_linear_backward_input(gy, crow, col, values, in_f),
+                OPS.csr_sddmm(gy, x, crow, col),
+                OPS.bias_grad(gy))
+
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = run()
+        torch.set_num_threads(2)
+        two = run()
+    finally:
+        torch.set_num_threads(old)
+    for a, b_ in zip(one, two):
+        assert torch.equal(a, b_)
+
+
+# ------------------------------------------------------------------------------ bad input
+def _bad_cases():
+    out_f, in_f = 4, 6
+    crow, col, values = make_csr(out_f, in_f, 0.5, torch.float32, seed=1, empty_rows=(2,))
+    x = torch.randn(5, in_f)
+    b = torch.randn(out_f)
+    nnz = col.numel()
+    bad_col = col.clone()
+    bad_col[1] = in_f
+    neg_col = col.clone()
+    neg_col[0] = -1
+    nonmono = crow.clone()
+    c1, c2 = int(crow[1]), int(crow[2])
+    nonmono[1], nonmono[2] = c2 + 1, c1
+    first = crow.clone()
+    first[0] = 1
+    last = crow.clone()
+    last[-1] = nnz - 1
+    L = OPS.csr_linear
+    return {
+        "values dtype": (lambda: L(x, crow, col, values.double(), b, out_f),
+                         r"expected values to have dtype Float \(same as x\), got Double"),
+        "x dtype": (lambda: L(x.half(), crow, col, values.half(), None, out_f),
+                    r"expected x to have dtype float32 or float64, got Half"),
+        "bias dtype": (lambda: L(x, crow, col, values, b.double(), out_f),
+                       r"expected bias to have dtype Float"),
+        "crow dtype": (lambda: L(x, crow.int(), col, values, b, out_f),
+                       r"expected crow_indices to have dtype int64, got Int"),
+        "col dtype": (lambda: L(x, crow, col.int(), values, b, out_f),
+                      r"expected col_indices to have dtype int64, got Int"),
+        "col out of range": (lambda: L(x, crow, bad_col, values, b, out_f),
+                             rf"col_indices\[1\] = {in_f} is out of range \[0, {in_f}\)"),
+        "col negative": (lambda: L(x, crow, neg_col, values, b, out_f),
+                         r"col_indices\[0\] = -1 is out of range"),
+        "crow non-monotone": (lambda: L(x, nonmono, col, values, b, out_f),
+                              r"crow_indices must be non-decreasing, but crow_indices\[2\]"),
+        "crow first": (lambda: L(x, first, col, values, b, out_f),
+                       r"expected crow_indices\[0\] == 0, got 1"),
+        "crow last": (lambda: L(x, last, col, values, b, out_f),
+                      rf"expected crow_indices\[{out_f}\] \(last\) == nnz"),
+        "crow length": (lambda: L(x, crow[:-1], col, values, b, out_f),
+                        rf"expected crow_indices to have shape \[out_features \+ 1\] = \[{out_f + 1}\], "
+                        rf"got \[{out_f}\]"),
+        "values length": (lambda: L(x, crow, col, values[:-1], b, out_f),
+                          rf"expected values to have shape \[nnz\] = \[{nnz}\].*got \[{nnz - 1}\]"),
+        "x last dim (kernel)": (lambda: L(x[:, :2], crow, col, values, b, out_f),
+                                r"is out of range \[0, 2\) \(in_features = x.size\(1\) = 2\)"),
+        "x last dim (ops)": (lambda: ops.csr_linear(torch.randn(3, 2, in_f + 1), crow, col, values, b,
+                                                    out_f, in_features=in_f),
+                             rf"x has shape \(3, 2, {in_f + 1}\) but W has shape \({out_f}, {in_f}\)"),
+        "x 3-D": (lambda: L(torch.randn(2, 5, in_f), crow, col, values, b, out_f),
+                  r"expected x to be 2-D, got shape \[2, 5, 6\]"),
+        "bias shape": (lambda: L(x, crow, col, values, torch.randn(out_f + 1), out_f),
+                       rf"expected bias to have shape \[out_features\] = \[{out_f}\], got \[{out_f + 1}\]"),
+        "bwd_input values dtype": (lambda: OPS.csr_linear_backward_input(torch.randn(5, out_f), crow, col,
+                                                                         values.double(), in_f),
+                                   r"expected values to have dtype Float \(same as grad_out\)"),
+        "bwd_input col range": (lambda: OPS.csr_linear_backward_input(torch.randn(5, out_f), crow, col,
+                                                                      values, 2),
+                                r"is out of range \[0, 2\) \(in_features = 2\)"),
+        "bwd_input crow length": (lambda: OPS.csr_linear_backward_input(torch.randn(5, out_f + 1), crow,
+                                                                        col, values, in_f),
+                                  r"expected crow_indices to have shape \[out_features = grad_out.size\(1\)"),
+        "sddmm rows": (lambda: OPS.csr_sddmm(torch.randn(4, out_f), x, crow, col),
+                       r"expected grad_out and x to have the same number of rows"),
+        "sddmm dtype": (lambda: OPS.csr_sddmm(torch.randn(5, out_f).double(), x, crow, col),
+                        r"expected grad_out to have dtype Float \(same as x\), got Double"),
+        "sddmm col range": (lambda: OPS.csr_sddmm(torch.randn(5, out_f), x[:, :3], crow, col),
+                            r"is out of range \[0, 3\)"),
+        "bias_grad dim": (lambda: OPS.bias_grad(torch.randn(5)),
+                          r"expected grad_out to be 2-D, got shape \[5\]"),
+        "bias_grad dtype": (lambda: OPS.bias_grad(torch.randn(5, 3).to(torch.bfloat16)),
+                            r"expected grad_out to have dtype float32 or float64, got BFloat16"),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_bad_cases()))
+def test_bad_input_raises(name):
+    fn, pattern = _bad_cases()[name]
+    with pytest.raises(RuntimeError, match=pattern):
+        fn()
