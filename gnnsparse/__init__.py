@@ -6,3 +6,7 @@ Networks" (Peng et al., ICCD 2022) and an executed-FLOPs counter.
 """
 
 __version__ = "0.1.0"
+
+from .nn import SparseLinear, sparsify, sparse_layers  # noqa: E402
+
+__all__ = ["SparseLinear", "sparsify", "sparse_layers", "__version__"]

@@ -9,6 +9,7 @@ treating it as a dense matmul.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -61,13 +62,19 @@ class Adjacency:
 
     def to_sparse_csr(self) -> torch.Tensor:
         """The adjacency as a ``torch.sparse_csr_tensor`` (carrying this object for the convs)."""
-        t = torch.sparse_csr_tensor(self.crow, self.col, self.values, (self.num_nodes, self.num_nodes))
+        t = _csr_tensor(self.crow, self.col, self.values, (self.num_nodes, self.num_nodes))
         t._gnnsparse_adjacency = self
         return t
 
 
+def _csr_tensor(crow, col, values, shape):
+    with warnings.catch_warnings():  # "Sparse CSR tensor support is in beta state"
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(crow, col, values, shape)
+
+
 def _csr_mm(crow, col, values, n_rows, n_cols, x):
-    return torch.sparse_csr_tensor(crow, col, values, (n_rows, n_cols)) @ x
+    return _csr_tensor(crow, col, values, (n_rows, n_cols)) @ x
 
 
 @torch.library.custom_op("gnnsparse::adj_spmm", mutates_args=())

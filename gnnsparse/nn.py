@@ -54,9 +54,11 @@ class _DenseWeightView(torch.Tensor):
     @classmethod
     def __torch_function__(cls, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func is torch.Tensor.data.__get__:
+        if func == torch.Tensor.data.__get__:  # `.data` stays the write-through view
             return args[0]
-        target = args[0] if args else None
+        # nn.init functions dispatch here with the tensor as a keyword argument
+        target = args[0] if args else next(
+            (v for v in kwargs.values() if isinstance(v, _DenseWeightView)), None)
         with torch._C.DisableTorchFunctionSubclass():
             result = func(*args, **kwargs)
         if isinstance(target, _DenseWeightView) and _is_inplace(func):
@@ -306,7 +308,14 @@ class SparseLinear(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x``: ``[*, in_features]`` float (same dtype as values) -> ``[*, out_features]``."""
+        """``x``: ``[*, in_features]`` float (same dtype as values) -> ``[*, out_features]``.
+
+        Raises:
+            ValueError: ``x`` is not at least 1-D or its last dimension is not ``in_features``.
+            RuntimeError: dtype/device mismatch (from the kernel's checks).
+        """
+        if x.dim() == 0 or x.shape[-1] != self.in_features:
+            raise ValueError(f"SparseLinear expects input [*, {self.in_features}], got shape {tuple(x.shape)}")
         return ops.csr_linear(x, self.crow_indices, self.col_indices, self.values, self.bias,
                               self.out_features, backend=self.backend)
 

@@ -325,7 +325,7 @@ def _run_phase(model, task, optimizer, phase: _Phase, state: _RunState, gen: tor
         t0 = time.perf_counter()
         val = task.evaluate(model, "val")
         state.eval_seconds += time.perf_counter() - t0
-        state.curve.append({"phase": phase.name, "epoch": epoch, "loss": float(loss), "val": val[task.primary]})
+        state.curve.append({"phase": phase.name, "epoch": epoch, "loss": loss.item(), "val": val[task.primary]})
         if phase.select and (val[task.primary] > state.best_val or state.best_state is None):
             state.best_val = val[task.primary]
             state.best_state = copy.deepcopy(model.state_dict())

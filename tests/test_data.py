@@ -352,9 +352,9 @@ def test_email_eu_as_link_task():
 
 
 def test_registry_and_aliases(root):
-    assert DEFAULT_DATASET == "ia-enron-employees"
+    assert DEFAULT_DATASET == "email-eu-temporal"
     d = link(DEFAULT_DATASET)
-    assert d.num_nodes == 151
+    assert d.num_nodes == 986
     assert set(REGISTRY) == {"email-eu-temporal", "collegemsg", "mathoverflow",
                              "ia-enron-employees", "soc-wiki-elec", "email-eu"}
     for spec in REGISTRY.values():
@@ -365,7 +365,7 @@ def test_registry_and_aliases(root):
         "stackoverflow": "mathoverflow", "brain": "email-eu"}
     a = load_dataset("IA-Email")
     assert "stand-in" in a.note and "ia-enron-employees" in a.note
-    assert torch.equal(a.val_neg, d.val_neg)
+    assert torch.equal(a.val_neg, link("ia-enron-employees").val_neg)
     b = load_dataset("brain")
     assert isinstance(b, NodeData) and "stand-in" in b.note
     assert "stand-in" in b.describe()
@@ -375,7 +375,7 @@ def test_load_by_path(root):
     p = root / "networkrepository/ia-enron-employees.edges"
     d = load_dataset(p)
     assert isinstance(d, LinkData) and d.name == "ia-enron-employees"
-    assert torch.equal(d.val_neg, link(DEFAULT_DATASET).val_neg)
+    assert torch.equal(d.val_neg, link("ia-enron-employees").val_neg)
     s = load_dataset(str(root / "snap/CollegeMsg.txt.gz"))
     assert s.name == "CollegeMsg" and s.num_nodes == 1899
     with pytest.raises(DataError, match="node"):

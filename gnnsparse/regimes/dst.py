@@ -11,7 +11,8 @@ Every ``update_interval`` optimizer steps until ``end_step``, each sparse layer 
 ``α_t = α/2 · (1 + cos(π t / end_step))`` (cosine decay, RigL). Grown weights start at 0.0 and
 with zeroed optimizer state; surviving weights keep their value and their optimizer state at
 the same (row, col). The stored nnz of each layer never changes. Candidates for growth are all
-positions not kept after the drop (a just-dropped position may be regrown, at 0.0), as in RigL.
+positions not kept after the drop, as in RigL; a just-dropped position that is regrown at once
+counts as surviving (it keeps its value and state), so only genuinely new positions start at 0.
 """
 
 from __future__ import annotations
@@ -178,11 +179,14 @@ class DynamicSparseTraining:
             scores = torch.rand(numel, generator=self.generator, dtype=torch.float64, device=values.device)
         scores[kept_keys] = -math.inf
         grown_keys = torch.nonzero(formats.topk_mask(scores, k)).reshape(-1)
-        new_keys, perm = torch.sort(torch.cat([kept_keys, grown_keys]))
+        new_keys = torch.sort(torch.cat([kept_keys, grown_keys])).values
+        # a position stored before and after (kept, or dropped and at once regrown) keeps its value and
+        # optimizer state; a newly stored position starts at 0.0 with zero state
+        pos = torch.searchsorted(old_keys, new_keys).clamp_max(max(nnz - 1, 0))
+        was_stored = old_keys[pos] == new_keys
+        new_pos_kept = torch.nonzero(was_stored).reshape(-1)
+        old_pos_kept = pos[was_stored]
         new_vals = values.new_zeros(nnz)
-        is_kept = perm < kept_keys.numel()
-        new_pos_kept = torch.nonzero(is_kept).reshape(-1)
-        old_pos_kept = keep_idx[perm[is_kept]]
         new_vals[new_pos_kept] = values[old_pos_kept]
         crow, col = formats.keys_to_csr(new_keys, layer.out_features, layer.in_features)
         layer.set_csr(crow, col, new_vals)

@@ -1,0 +1,7 @@
+"""``python -m gnnsparse`` is the ``gnnsparse`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,81 @@
+"""`gnnsparse compare` end to end on real graphs, and its bad-input behaviour."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from gnnsparse.cli import main
+
+
+def _run(argv, capsys):
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_compare_link_end_to_end(tmp_path, capsys):
+    js, png = tmp_path / "r.json", tmp_path / "r.png"
+    code, out, err = _run(["compare", "--dataset", "ia-enron-employees", "--sparsity", "0.9", "--epochs", "3",
+                           "--batch-size", "128", "--update-interval", "4", "--json", str(js), "--plot", str(png),
+                           "--no-progress"], capsys)
+    assert code == 0, err
+    rows = json.loads(js.read_text())["rows"]
+    assert [r["regime"] for r in rows] == ["dense", "train-and-prune", "sparse-training"]
+    dense, tap, st = rows
+    for r in rows:
+        for key in ("regime", "target_sparsity", "measured_sparsity", "train_flops", "train_seconds", "metrics"):
+            assert key in r
+        assert 0.0 <= r["metrics"]["test"]["auc"] <= 1.0
+        assert r["train_flops"] > 0 and r["train_seconds"] > 0
+    assert tap["measured_sparsity"] == pytest.approx(0.9, abs=1e-3)
+    assert st["measured_sparsity"] == pytest.approx(0.9, abs=1e-3)
+    # sparse training executes fewer FLOPs than dense training with the same epochs
+    assert st["train_flops"] < dense["train_flops"]
+    # train-and-prune includes its dense phase (E dense epochs) plus fine-tuning
+    assert tap["train_flops"] > dense["train_flops"] * 0.99
+    assert set(tap["flops_by_phase"]) == {"dense-prune", "finetune"}
+    assert st["mask_updates"] > 0
+    assert "train-and-prune" in out and "sparse-training" in out and "FLOPs/dense" in out
+    assert png.stat().st_size > 1000
+
+
+def test_compare_node_task(capsys):
+    code, out, err = _run(["compare", "--dataset", "email-eu", "--sparsity", "0.5", "--epochs", "2",
+                           "--model", "gcn", "--distribution", "erk", "--pruning", "global", "--grow", "set",
+                           "--no-progress"], capsys)
+    assert code == 0, err
+    assert "macro-F1" in out
+
+
+def test_unknown_dataset_lists_known(capsys):
+    code, out, err = _run(["compare", "--dataset", "no-such-graph", "--no-progress"], capsys)
+    assert code == 2
+    assert "no-such-graph" in err and "ia-enron-employees" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_missing_root_says_where(tmp_path, capsys):
+    missing = tmp_path / "nowhere"
+    code, out, err = _run(["compare", "--root", str(missing), "--no-progress"], capsys)
+    assert code == 2
+    assert str(missing) in err and "GNNSPARSE_DATA" in err
+
+
+def test_malformed_file_names_line(tmp_path, capsys):
+    f = tmp_path / "bad.txt"
+    f.write_text("0 1 10\n1 2 11\n2 3 x\n")
+    code, out, err = _run(["compare", "--dataset", str(f), "--no-progress"], capsys)
+    assert code == 2
+    assert "bad.txt" in err and "line 3" in err
+
+
+def test_bad_sparsity_is_a_clean_error():
+    # through a real process: exit 2, one-line message, no traceback
+    env = dict(os.environ)
+    p = subprocess.run([sys.executable, "-m", "gnnsparse", "compare", "--sparsity", "1.5"], capture_output=True,
+                       text=True, env=env, timeout=120)
+    assert p.returncode == 2
+    assert "sparsity" in p.stderr and "Traceback" not in p.stderr

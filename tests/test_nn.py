@@ -1,0 +1,193 @@
+"""SparseLinear and sparsify: equal to the masked dense layer, drop-in for nn.Linear / PyG Linear."""
+
+import io
+
+import pytest
+import torch
+from torch import nn
+import torch.nn.functional as F
+from torch_geometric.nn import GCNConv, SAGEConv
+from torch_geometric.nn.dense.linear import Linear as PygLinear
+
+import gnnsparse
+from gnnsparse import SparseLinear, sparsify
+from gnnsparse.nn import MIN_SPARSE_NUMEL
+
+
+BACKENDS = ["cpu", "torch"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", [(5, 3, 17), (0, 17), (1, 17), (4, 17)])
+def test_equals_masked_dense(backend, dtype, shape):
+    torch.manual_seed(0)
+    layer = SparseLinear(17, 9, sparsity=0.7, backend=backend, dtype=dtype)
+    x = torch.randn(*shape, dtype=dtype, requires_grad=True)
+    y = layer(x)
+    w = layer.dense_weight().detach().requires_grad_(True)
+    b = layer.bias.detach().clone().requires_grad_(True)
+    ref = F.linear(x, w, b)
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
+    assert y.shape == (*shape[:-1], 9)
+    torch.testing.assert_close(y, ref, **tol)
+    g = torch.randn_like(y)
+    gx, gv, gb = torch.autograd.grad(y, (x, layer.values, layer.bias), g)
+    rx, rw, rb = torch.autograd.grad(ref, (x, w, b), g)
+    torch.testing.assert_close(gx, rx, **tol)
+    torch.testing.assert_close(gb, rb, **tol)
+    # weight gradient only at stored positions (SDDMM)
+    mask = layer.mask()
+    torch.testing.assert_close(gv, rw[mask], **tol)
+
+
+def test_non_contiguous_input():
+    layer = SparseLinear(16, 8, sparsity=0.5)
+    x = torch.randn(16, 10).t()  # [10, 16], non-contiguous
+    assert not x.is_contiguous()
+    torch.testing.assert_close(layer(x), F.linear(x, layer.dense_weight().detach(), layer.bias.detach()),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_structural_sparsity_and_repr():
+    layer = SparseLinear(100, 50, sparsity=0.9)
+    assert layer.nnz == 500
+    assert layer.sparsity == pytest.approx(0.9)
+    r = repr(layer)
+    assert "sparsity=0.9000" in r and "nnz=500" in r
+    # a stored weight equal to 0.0 still counts as stored
+    with torch.no_grad():
+        layer.values[:10] = 0.0
+    assert layer.nnz == 500 and layer.sparsity == pytest.approx(0.9)
+
+
+@pytest.mark.parametrize("bad", [1.0, -0.1, 1.5, float("nan")])
+def test_bad_sparsity_raises(bad):
+    with pytest.raises(ValueError, match="sparsity"):
+        SparseLinear(4, 4, sparsity=bad)
+    with pytest.raises(ValueError, match="sparsity"):
+        sparsify(nn.Sequential(nn.Linear(64, 64)), bad)
+
+
+def test_bad_mask_shape():
+    with pytest.raises(ValueError, match="shape"):
+        SparseLinear(4, 3, mask=torch.ones(4, 3, dtype=torch.bool))
+
+
+def test_input_last_dim_mismatch_names_shapes():
+    layer = SparseLinear(8, 4, sparsity=0.5)
+    with pytest.raises((RuntimeError, ValueError), match="8"):
+        layer(torch.randn(3, 7))
+
+
+def test_from_dense_keeps_largest_and_to_dense_roundtrip():
+    torch.manual_seed(1)
+    lin = nn.Linear(20, 10)
+    sp = SparseLinear.from_dense(lin, sparsity=0.75)
+    assert sp.nnz == 50
+    kept = sp.dense_weight().detach().abs()
+    thresh = kept[kept > 0].min()
+    dropped = lin.weight.detach().abs()[~sp.mask()]
+    assert (dropped <= thresh).all()
+    back = sp.to_dense()
+    assert isinstance(back, nn.Linear)
+    torch.testing.assert_close(back.weight, lin.weight.detach() * sp.mask())
+    torch.testing.assert_close(back.bias, lin.bias.detach())
+    # explicit mask
+    mask = torch.zeros(10, 20, dtype=torch.bool)
+    mask[0, :3] = True
+    sp2 = SparseLinear.from_dense(lin, mask=mask)
+    assert sp2.nnz == 3
+    torch.testing.assert_close(sp2.values.detach(), lin.weight.detach()[0, :3])
+
+
+def test_from_pyg_linear():
+    lin = PygLinear(32, 16)
+    sp = SparseLinear.from_dense(lin, sparsity=0.5)
+    x = torch.randn(5, 32)
+    torch.testing.assert_close(sp(x), F.linear(x, lin.weight.detach() * sp.mask(), lin.bias.detach()),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_weight_view_writes_through():
+    layer = SparseLinear(32, 16, sparsity=0.8)
+    w = layer.weight
+    assert w.shape == (16, 32)
+    before = layer.values.detach().clone()
+    nn.init.kaiming_uniform_(layer.weight)
+    assert not torch.equal(before, layer.values.detach())
+    assert layer.nnz == int(0.2 * 512 + 0.5)
+    layer.weight.data.zero_()
+    assert torch.count_nonzero(layer.values) == 0
+    r, c = int(layer.row_indices()[0]), int(layer.col_indices[0])
+    w = layer.weight
+    w[r, c] = 5.0
+    assert layer.values[0].item() == 5.0
+    # reading behaves like a plain dense tensor
+    assert type(layer.weight + 1) is torch.Tensor
+    # assigning a dense tensor writes the stored positions
+    layer.weight = torch.full((16, 32), 2.0)
+    assert torch.all(layer.values == 2.0)
+
+
+def test_state_dict_roundtrip_exact():
+    torch.manual_seed(2)
+    a = SparseLinear(30, 20, sparsity=0.9)
+    b = SparseLinear(30, 20, sparsity=0.5)  # different nnz: the structure must be adopted
+    buf = io.BytesIO()
+    torch.save(a.state_dict(), buf)
+    buf.seek(0)
+    b.load_state_dict(torch.load(buf))
+    assert torch.equal(a.crow_indices, b.crow_indices)
+    assert torch.equal(a.col_indices, b.col_indices)
+    assert torch.equal(a.values, b.values)
+    x = torch.randn(4, 30)
+    assert torch.equal(a(x), b(x))
+
+
+def test_state_dict_rejects_invalid_structure():
+    a = SparseLinear(6, 4, sparsity=0.5)
+    sd = a.state_dict()
+    sd["col_indices"] = sd["col_indices"].clone()
+    sd["col_indices"][0] = 99
+    with pytest.raises(RuntimeError, match="col_indices"):
+        a.load_state_dict(sd)
+
+
+def test_sparsify_swaps_pyg_conv_layers_in_place():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.sage = SAGEConv(64, 64)
+            self.gcn = GCNConv(64, 64)
+            self.head = nn.Linear(64, 64)
+            self.out = nn.Linear(64, 1)
+
+    net = Net()
+    swapped = sparsify(net, 0.9)
+    assert set(swapped) == {"sage.lin_l", "sage.lin_r", "gcn.lin", "head"}
+    assert isinstance(net.sage.lin_l, SparseLinear) and isinstance(net.gcn.lin, SparseLinear)
+    assert isinstance(net.out, nn.Linear)  # 64 weights < MIN_SPARSE_NUMEL: kept dense
+    assert 64 < MIN_SPARSE_NUMEL
+    for layer in swapped.values():
+        assert layer.sparsity == pytest.approx(0.9, abs=1 / 4096)
+    # include / exclude
+    net2 = Net()
+    assert set(sparsify(net2, 0.5, include=["sage.*"], exclude=["sage.lin_r"])) == {"sage.lin_l"}
+    # the conv still runs and reset_parameters works on the sparse layers
+    net.sage.reset_parameters()
+    ei = torch.randint(0, 10, (2, 30))
+    assert net.sage(torch.randn(10, 64), ei).shape == (10, 64)
+
+
+def test_sparsify_magnitude_keeps_forward_close_at_zero_sparsity():
+    lin = nn.Sequential(nn.Linear(40, 40))
+    x = torch.randn(3, 40)
+    ref = lin(x)
+    sparsify(lin, 0.0)
+    torch.testing.assert_close(lin(x), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_public_api():
+    assert gnnsparse.SparseLinear is SparseLinear
+    assert gnnsparse.sparsify is sparsify
