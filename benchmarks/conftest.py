@@ -1,0 +1,57 @@
+"""Benchmarks run only on request: ``pytest --benchmark benchmarks``.
+
+Plain ``pytest`` (testpaths = tests) never collects this directory; ``pytest benchmarks``
+without ``--benchmark`` collects and skips every item here. (pytest-benchmark has no option
+named exactly ``--benchmark``, only ``--benchmark-*``, so there is no clash.)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+_RESULTS_KEY = pytest.StashKey[list]()
+
+
+def pytest_addoption(parser):
+    parser.addoption("--benchmark", action="store_true", default=False,
+                     help="run the gnnsparse speed benchmarks in benchmarks/ (skipped otherwise)")
+
+
+def pytest_configure(config):
+    config.stash[_RESULTS_KEY] = []
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--benchmark"):
+        return
+    skip = pytest.mark.skip(reason="benchmarks run only with `pytest --benchmark benchmarks`")
+    here = Path(__file__).resolve().parent
+    for item in items:
+        if here in Path(item.path).resolve().parents:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def speed_results(request):
+    """List of dicts the benchmarks append to; printed as a table at the end of the session."""
+    return request.config.stash[_RESULTS_KEY]
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    rows = config.stash.get(_RESULTS_KEY, [])
+    if not rows:
+        return
+    tr = terminalreporter
+    tr.section("gnnsparse CSR layer vs dense F.linear and torch.sparse CSR (median s, interleaved)")
+    header = (f"{'mode':<8} {'sparsity':>8} {'dense':>9} {'torch.sparse':>12} {'gnnsparse':>10} "
+              f"{'gnn/dense':>10} {'gnn/t.sparse':>12}")
+    tr.write_line(header)
+    tr.write_line("-" * len(header))
+    for r in sorted(rows, key=lambda r: (r["mode"], r["sparsity"])):
+        tr.write_line(f"{r['mode']:<8} {r['sparsity']:>8.2f} {r['dense_s']:>9.4f} "
+                      f"{r['torch_sparse_s']:>12.4f} {r['gnnsparse_s']:>10.4f} "
+                      f"{r['ratio_vs_dense']:>10.3f} {r['ratio_vs_torch_sparse']:>12.3f}")
+    tr.write_line(f"shape: X {rows[0]['shape_x']}, W {rows[0]['shape_w']}, float32, "
+                  f"{rows[0]['threads']} threads; ratio < 1 means gnnsparse is faster")
