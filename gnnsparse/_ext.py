@@ -48,6 +48,8 @@ def available() -> bool:
     """True if ``gnnsparse._C`` is (or can be) loaded."""
     if _loaded:
         return True
+    if _error is not None:
+        return False
     try:
         load()
     except ImportError:

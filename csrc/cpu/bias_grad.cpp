@@ -15,7 +15,7 @@ namespace {
 
 template <typename T>
 void bias_grad_kernel(const T* __restrict G, int64_t N, int64_t out, T* __restrict result) {
-  const int64_t chunk = reduction_chunk_nodes(N);
+  const int64_t chunk = reduction_chunk_nodes(N, out * static_cast<int64_t>(sizeof(T)));
   const int64_t nchunks = ceil_div(N, chunk);
   AlignedBuffer<T> partial_buf(nchunks > 1 ? nchunks * out : 1);
   T* partial = nchunks > 1 ? partial_buf.get() : result;

@@ -83,13 +83,20 @@ inline Isa select_isa() {
 
 // ---------------------------------------------------------------------------
 // Deterministic node chunking for reductions over nodes (SDDMM, bias grad).
-// The chunk size depends on N only, never on the thread count, and chunk
-// partial sums are reduced in chunk order, so results are bit-identical for
-// any number of threads.
-inline int64_t reduction_chunk_nodes(int64_t n) {
+// The chunk size depends only on the problem (N and the size of one chunk's partial
+// result), never on the thread count, and chunk partial sums are reduced in chunk
+// order, so results are bit-identical for any number of threads.
+// At most 64 chunks of >= 256 nodes; fewer when the partial sums [nchunks, partial_elems]
+// would exceed 64 MiB (very large nnz), but at least 2.
+inline int64_t reduction_chunk_nodes(int64_t n, int64_t partial_bytes_per_chunk) {
   constexpr int64_t kMaxChunks = 64;
   constexpr int64_t kMinChunk = 256;  // multiple of kTile
-  int64_t c = (n + kMaxChunks - 1) / kMaxChunks;
+  constexpr int64_t kPartialBudget = int64_t(64) << 20;
+  int64_t max_chunks = kMaxChunks;
+  if (partial_bytes_per_chunk > 0) {
+    max_chunks = std::clamp<int64_t>(kPartialBudget / partial_bytes_per_chunk, 2, kMaxChunks);
+  }
+  int64_t c = (n + max_chunks - 1) / max_chunks;
   c = ((c + kTile - 1) / kTile) * kTile;
   return std::max(c, kMinChunk);
 }

@@ -124,7 +124,7 @@ GNNSPARSE_TARGET_AVX2 void sddmm_tile_avx2<double>(const double* __restrict Gt,
 template <typename T, bool kAvx2>
 void sddmm_driver(const T* G, const T* X, int64_t N, int64_t rows, int64_t cols,
                   const int64_t* crow, const int64_t* col, int64_t nnz, T* out) {
-  const int64_t chunk = reduction_chunk_nodes(N);
+  const int64_t chunk = reduction_chunk_nodes(N, nnz * static_cast<int64_t>(sizeof(T)));
   const int64_t nchunks = ceil_div(N, chunk);
   // Partial sums [nchunks, nnz]; with a single chunk write straight into `out`.
   AlignedBuffer<T> partial_buf(nchunks > 1 ? nchunks * nnz : 1);
