@@ -19,9 +19,10 @@ Backends:
 * ``"torch"``: the pure-torch reference (:mod:`gnnsparse.reference`), any device, differentiable
   through ordinary autograd.
 
-FLOP convention: 2 FLOPs per multiply-add, 1 per addition of a bias/gradient element:
-``csr_linear`` ``2·N·nnz`` (+ ``N·out`` with bias), ``csr_linear_backward_input`` ``2·N·nnz``,
-``csr_sddmm`` ``2·N·nnz``, ``bias_grad`` ``N·out``.
+FLOP convention (formulas registered with ``torch.utils.flop_counter``): 2 FLOPs per
+multiply-add: ``csr_linear`` ``2·N·nnz``, ``csr_linear_backward_input`` ``2·N·nnz``,
+``csr_sddmm`` ``2·N·nnz``. Bias additions and the bias gradient (a column sum) count 0, as
+``FlopCounterMode`` counts dense ``addmm`` and the dense bias gradient.
 
 Determinism: on the ``"cpu"`` backend every result is bit-identical for any number of threads
 (reductions over nodes use chunks whose size depends on N only, reduced in a fixed order).
@@ -30,8 +31,6 @@ Determinism: on the ``"cpu"`` backend every result is bit-identical for any numb
 from __future__ import annotations
 
 import os
-from typing import Callable
-
 import torch
 
 from . import _ext, reference
@@ -40,8 +39,6 @@ __all__ = [
     "csr_linear",
     "resolve_backend",
     "check_backend",
-    "add_flops_listener",
-    "remove_flops_listener",
     "csr_linear_flops",
     "VALID_BACKENDS",
 ]
@@ -50,48 +47,13 @@ __all__ = [
 VALID_BACKENDS = ("cpu", "torch")
 _FUTURE_BACKENDS = ("cuda", "triton")
 
-# ---------------------------------------------------------------------------------------------
-# Executed-FLOPs listeners
-_FLOPS_LISTENERS: list[Callable[[str, int], None]] = []
-
-
-def add_flops_listener(fn: Callable[[str, int], None]) -> None:
-    """Register ``fn(op_name, flops)`` to be called for every executed sparse op.
-
-    Each eager call of :func:`csr_linear` (any backend) reports ``("csr_linear", flops)``; its
-    backward reports ``"csr_linear_backward_input"``, ``"csr_sddmm"`` and ``"bias_grad"`` for the
-    gradients actually computed. FLOPs are computed from shapes with integer arithmetic.
-    Calls inside a ``torch.compile``/``torch.export`` trace are not reported.
-    Registering the same function twice has no effect.
-    """
-    if fn not in _FLOPS_LISTENERS:
-        _FLOPS_LISTENERS.append(fn)
-
-
-def remove_flops_listener(fn: Callable[[str, int], None]) -> None:
-    """Unregister a listener added with :func:`add_flops_listener` (no-op if absent)."""
-    try:
-        _FLOPS_LISTENERS.remove(fn)
-    except ValueError:
-        pass
-
-
-def _notify(name: str, flops: int) -> None:
-    for fn in tuple(_FLOPS_LISTENERS):
-        fn(name, flops)
-
-
-def _tracing(t: torch.Tensor) -> bool:
-    if torch.compiler.is_compiling():
-        return True
-    from torch._subclasses.fake_tensor import is_fake
-
-    return is_fake(t)
-
-
 def csr_linear_flops(n: int, nnz: int, out_features: int, bias: bool) -> int:
-    """FLOPs of one ``csr_linear`` forward: ``2·n·nnz`` plus ``n·out_features`` with bias."""
-    return 2 * n * nnz + (n * out_features if bias else 0)
+    """FLOPs of one ``csr_linear`` forward: ``2·n·nnz`` (one multiply-add per stored weight and row).
+
+    The bias addition is not counted, matching how ``FlopCounterMode`` counts dense ``addmm``
+    (``2·M·N·K`` only), so sparse and dense counts compare like for like.
+    """
+    return 2 * n * nnz
 
 
 # ---------------------------------------------------------------------------------------------
@@ -154,8 +116,8 @@ def csr_linear(x: torch.Tensor, crow_indices: torch.Tensor, col_indices: torch.T
         ``bias``; on the ``"cpu"`` backend the backward runs ``csr_linear_backward_input``
         (dX), ``csr_sddmm`` (dvalues) and ``bias_grad`` only for inputs that need a gradient.
 
-    FLOPs (reported to listeners): ``2·N·nnz`` (+ ``N·out_features`` with bias), ``N`` the
-    number of rows of ``x`` flattened to 2-D.
+    FLOPs (the formula registered for ``FlopCounterMode``): ``2·N·nnz``, ``N`` the number of
+    rows of ``x`` flattened to 2-D; the bias addition is not counted (as for dense ``addmm``).
 
     Raises:
         RuntimeError: ``x`` is 0-D or its last dim differs from ``in_features``; from the C++
@@ -177,35 +139,9 @@ def csr_linear(x: torch.Tensor, crow_indices: torch.Tensor, col_indices: torch.T
         y = torch.ops.gnnsparse.csr_linear(x2, crow_indices, col_indices, values, bias, out_features)
     else:
         y = reference.csr_linear(x2, crow_indices, col_indices, values, bias, out_features)
-    if _FLOPS_LISTENERS and not _tracing(y):
-        n = int(x2.shape[0])
-        _notify("csr_linear", csr_linear_flops(n, int(col_indices.numel()), int(out_features),
-                                               bias is not None))
-        if name == "torch" and y.requires_grad:
-            _attach_backward_flops_hook(y, x2, col_indices, values, bias)
     if x.dim() == 2:
         return y
     return y.unflatten(0, x.shape[:-1]) if x.dim() > 2 else y.squeeze(0)
-
-
-def _backward_flops(n: int, nnz: int, out: int, need_x: bool, need_values: bool, need_bias: bool):
-    if need_x:
-        _notify("csr_linear_backward_input", 2 * n * nnz)
-    if need_values:
-        _notify("csr_sddmm", 2 * n * nnz)
-    if need_bias:
-        _notify("bias_grad", n * out)
-
-
-def _attach_backward_flops_hook(y, x2, col_indices, values, bias) -> None:
-    # "torch" backend: ordinary autograd runs the backward; report what it computes.
-    n, nnz, out = int(x2.shape[0]), int(col_indices.numel()), int(y.shape[-1])
-    flags = (x2.requires_grad, values.requires_grad, bias is not None and bias.requires_grad)
-
-    def hook(grad):
-        _backward_flops(n, nnz, out, *flags)
-
-    y.register_hook(hook)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -257,9 +193,6 @@ def _register() -> None:
             dv = ops.csr_sddmm(grad, x, crow, col)
         if need_b:
             db = ops.bias_grad(grad)
-        if _FLOPS_LISTENERS and not _tracing(grad):
-            _backward_flops(int(grad.shape[0]), int(col.numel()), int(grad.shape[1]),
-                            need_x, need_v, need_b)
         return dx, None, None, dv, db, None
 
     torch.library.register_autograd("gnnsparse::csr_linear", _lin_backward, setup_context=_lin_setup)
@@ -326,7 +259,9 @@ def _register() -> None:
 
     @register_flop_formula(ops.bias_grad)
     def _bias_grad_flop(grad_shape, *args, out_shape=None, **kwargs) -> int:
-        return grad_shape[0] * grad_shape[1]
+        # A column sum. FlopCounterMode does not count the dense bias gradient (a sum) either,
+        # so it is 0 here to keep sparse-vs-dense FLOP ratios like for like.
+        return 0
 
 
 if _ext.available():
