@@ -66,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--distribution", choices=("uniform", "erk"), default=d.distribution,
                    help="per-layer sparsity distribution, both regimes")
     c.add_argument("--pruning", choices=("layer", "global"), default=d.pruning,
-                   help="magnitude pruning scope for train-and-prune")
+                   help="magnitude ranking per layer or global, both regimes (pruning threshold; "
+                        "drop/grow ranking of sparse training)")
     c.add_argument("--prune-schedule", choices=("gradual", "oneshot"), default=d.prune_schedule)
     c.add_argument("--grow", choices=("rigl", "set"), default=d.grow, help="sparse-training grow criterion")
     c.add_argument("--update-interval", type=_positive, default=d.update_interval,

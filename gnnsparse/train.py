@@ -51,7 +51,8 @@ class TrainConfig:
         hidden, num_layers, model, dropout: encoder shape (``model`` is ``"sage"`` or ``"gcn"``).
         seed: seeds the model init, the batch order and the training negatives.
         distribution: ``"uniform"`` or ``"erk"`` per-layer sparsity (both regimes).
-        pruning: ``"layer"`` or ``"global"`` magnitude pruning (train-and-prune).
+        pruning: ``"layer"`` or ``"global"`` magnitude ranking, both regimes: train-and-prune's
+            pruning threshold, and sparse training's drop/grow (``DynamicSparseTraining(scope=...)``).
         prune_schedule: ``"gradual"`` (Zhu & Gupta cubic) or ``"oneshot"``.
         prune_start, prune_end: fractions of the dense phase where gradual pruning runs.
         grow: ``"rigl"`` or ``"set"`` (sparse training).
@@ -449,7 +450,7 @@ def run_sparse_training(task, cfg: TrainConfig, sparsity: float, progress=None) 
     opt = _adam(model, cfg)
     total = cfg.epochs * _steps_per_epoch(task)
     dst = regimes.DynamicSparseTraining(model, opt, cfg.update_interval, int(cfg.update_end * total),
-                                        cfg.drop_fraction, cfg.grow, generator=mask_gen)
+                                        cfg.drop_fraction, cfg.grow, generator=mask_gen, scope=cfg.pruning)
     state = _RunState()
     _run_phase(model, task, opt, _Phase("sparse", cfg.epochs, True, before=dst.before_forward,
                                         after=dst.after_step), state, gen, progress)

@@ -216,3 +216,32 @@ def test_dst_bad_arguments():
         MagnitudePruner(MLP(), {"a": 0.5}, mode="weird")
     with pytest.raises(ValueError, match="distribution"):
         layer_sparsities({"a": (4, 4)}, 0.5, "normal")
+
+
+@pytest.mark.parametrize("grow", ["rigl", "set"])
+def test_dst_global_scope_keeps_total_nnz(grow):
+    torch.manual_seed(0)
+    model = MLP()
+    sparsify(model, 0.8, init="random", generator=torch.Generator().manual_seed(0))
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    dst = DynamicSparseTraining(model, opt, update_interval=2, end_step=20, drop_fraction=0.3, grow=grow,
+                                generator=torch.Generator().manual_seed(0), scope="global")
+    x, y = torch.randn(64, 64), torch.randn(64, 40)
+    total0 = _stored(model)
+    per_layer = []
+    for step in range(1, 9):
+        dst.before_forward(step)
+        opt.zero_grad(set_to_none=True)
+        (model(x) - y).pow(2).mean().backward()
+        opt.step()
+        dst.after_step(step)
+        assert _stored(model) == total0
+        per_layer.append(tuple(m.nnz for m in model.modules() if isinstance(m, SparseLinear)))
+        for m in model.modules():
+            if isinstance(m, SparseLinear):
+                st = opt.state[m.values]
+                assert st["exp_avg"].shape == m.values.shape
+    assert dst.updates == 4
+    assert len(set(per_layer)) > 1, "global drop/grow never moved connections between layers"
+    with pytest.raises(ValueError, match="scope"):
+        DynamicSparseTraining(model, opt, 2, 20, scope="everywhere")

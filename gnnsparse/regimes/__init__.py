@@ -8,11 +8,11 @@ The regimes own masks and schedules; :class:`gnnsparse.SparseLinear` only holds 
 """
 
 from .distribution import DISTRIBUTIONS, candidate_layers, layer_sparsities
-from .dst import GROW_MODES, DynamicSparseTraining, cosine_drop_fraction, remap_optimizer_state
+from .dst import GROW_MODES, SCOPES, DynamicSparseTraining, cosine_drop_fraction, remap_optimizer_state
 from .prune import PRUNE_SCHEDULES, PRUNING_MODES, MagnitudePruner, cubic_sparsity
 
 __all__ = [
     "DISTRIBUTIONS", "candidate_layers", "layer_sparsities",
-    "GROW_MODES", "DynamicSparseTraining", "cosine_drop_fraction", "remap_optimizer_state",
+    "GROW_MODES", "SCOPES", "DynamicSparseTraining", "cosine_drop_fraction", "remap_optimizer_state",
     "PRUNE_SCHEDULES", "PRUNING_MODES", "MagnitudePruner", "cubic_sparsity",
 ]

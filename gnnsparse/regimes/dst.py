@@ -13,6 +13,8 @@ with zeroed optimizer state; surviving weights keep their value and their optimi
 the same (row, col). The stored nnz of each layer never changes. Candidates for growth are all
 positions not kept after the drop, as in RigL; a just-dropped position that is regrown at once
 counts as surviving (it keeps its value and state), so only genuinely new positions start at 0.
+With ``scope="global"`` the drop and the growth are ranked over all layers together and only the
+total nnz is fixed.
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ from torch import nn
 from .. import formats
 from ..nn import SparseLinear, sparse_layers
 
-__all__ = ["DynamicSparseTraining", "cosine_drop_fraction", "remap_optimizer_state", "GROW_MODES"]
+__all__ = ["DynamicSparseTraining", "cosine_drop_fraction", "remap_optimizer_state", "GROW_MODES", "SCOPES"]
 
 GROW_MODES = ("rigl", "set")
+SCOPES = ("layer", "global")
 
 
 def cosine_drop_fraction(step: int, alpha: float, end_step: int) -> float:
@@ -105,13 +108,20 @@ class DynamicSparseTraining:
         drop_fraction: α, initial drop fraction in ``[0, 1)``.
         grow: ``"rigl"`` or ``"set"``.
         generator: random source for SET.
+        scope: ``"layer"``: every layer drops and regrows ``round(α·nnz_l)`` (its nnz never changes);
+            ``"global"``: the ``round(α·Σnnz)`` smallest magnitudes over all layers are dropped and as
+            many positions grown by the best scores over all layers, so the total nnz never changes but
+            layers may trade connections (the sparse-training counterpart of global magnitude pruning).
 
     Raises:
         ValueError: bad ``grow``, ``update_interval`` or ``drop_fraction``; no sparse layers.
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, update_interval: int, end_step: int,
-                 drop_fraction: float = 0.3, grow: str = "rigl", generator: torch.Generator | None = None):
+                 drop_fraction: float = 0.3, grow: str = "rigl", generator: torch.Generator | None = None,
+                 scope: str = "layer"):
+        if scope not in SCOPES:
+            raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
         if grow not in GROW_MODES:
             raise ValueError(f"grow must be one of {GROW_MODES}, got {grow!r}")
         if update_interval <= 0:
@@ -125,6 +135,7 @@ class DynamicSparseTraining:
         self.update_interval, self.end_step = int(update_interval), int(end_step)
         self.alpha, self.grow = float(drop_fraction), grow
         self.generator = generator
+        self.scope = scope
         self._captures: dict[str, _GradCapture] = {}
         self.updates = 0
         self.history: list[dict] = []
@@ -144,54 +155,109 @@ class DynamicSparseTraining:
         if not self.is_update_step(step):
             return 0
         alpha = cosine_drop_fraction(step, self.alpha, self.end_step)
-        flops, changed = 0, 0
-        for name, layer in self.layers.items():
-            grad = None
+        flops, grads = 0, {}
+        for name in self.layers:
             if self.grow == "rigl":
                 cap = self._captures.get(name)
                 if cap is None:
-                    continue
-                grad, f = cap.dense_grad()
+                    raise RuntimeError("RigL update without captured gradients: call before_forward(step) "
+                                       "before the forward of an update step")
+                grads[name], f = cap.dense_grad()
                 flops += f
                 cap.close()
-            changed += self._update_layer(layer, alpha, grad)
         self._captures = {}
+        old_keys = {n: formats.csr_keys(l.crow_indices, l.col_indices, l.in_features)
+                    for n, l in self.layers.items()}
+        kept = self._drop(alpha, old_keys)
+        scores = {n: self._grow_scores(n, kept[n], grads.get(n)) for n in self.layers}
+        grown = self._choose_grown(scores, {n: old_keys[n].numel() - kept[n][0].numel() for n in self.layers})
+        changed = 0
+        for name, layer in self.layers.items():
+            keep_idx, kept_keys = kept[name]
+            if grown[name].numel() == 0 and kept_keys.numel() == old_keys[name].numel():
+                continue
+            changed += self._apply(layer, old_keys[name], kept_keys, grown[name])
         self.updates += 1
-        self.history.append({"step": step, "drop_fraction": alpha, "changed": changed})
+        self.history.append({"step": step, "drop_fraction": alpha, "changed": changed,
+                             "nnz": {n: l.nnz for n, l in self.layers.items()}})
         return flops
 
-    def _update_layer(self, layer: SparseLinear, alpha: float, dense_grad: torch.Tensor | None) -> int:
-        nnz, numel = layer.nnz, layer.numel_dense
-        k = int(round(alpha * nnz))
-        k = min(k, numel - nnz + k, nnz)  # cannot grow more than there are free positions after drop
-        if k <= 0 or nnz == 0 or nnz == numel:
-            return 0
-        values = layer.values.detach()
-        old_keys = formats.csr_keys(layer.crow_indices, layer.col_indices, layer.in_features)
-        # drop the k smallest magnitudes (stable: lower position wins ties)
-        order = torch.sort(values.abs(), stable=True).indices
-        keep_idx = torch.sort(order[k:]).values            # indices into old storage, ascending
-        kept_keys = old_keys[keep_idx]
-        # grow k among positions not kept
-        if self.grow == "rigl":
-            scores = dense_grad.abs().reshape(-1).clone()
+    def _drop(self, alpha: float, old_keys: dict) -> dict:
+        """``{name: (kept storage indices, kept keys)}`` after dropping the smallest magnitudes.
+
+        Per layer: ``round(α·nnz_l)`` from each layer (capped by the free positions it can regrow into).
+        Global: ``round(α·Σnnz)`` smallest over all layers pooled.
+        """
+        vals = {n: l.values.detach().abs() for n, l in self.layers.items()}
+        if self.scope == "layer":
+            drop_counts = {}
+            for n, l in self.layers.items():
+                nnz, numel = l.nnz, l.numel_dense
+                k = int(round(alpha * nnz))
+                drop_counts[n] = 0 if nnz in (0, numel) else min(k, nnz)
         else:
-            scores = torch.rand(numel, generator=self.generator, dtype=torch.float64, device=values.device)
-        scores[kept_keys] = -math.inf
-        grown_keys = torch.nonzero(formats.topk_mask(scores, k)).reshape(-1)
+            names = list(self.layers)
+            pooled = torch.cat([vals[n].double() for n in names]) if names else torch.zeros(0)
+            k = int(round(alpha * pooled.numel()))
+            dropped = torch.zeros(pooled.numel(), dtype=torch.bool)
+            dropped[torch.sort(pooled, stable=True).indices[:k]] = True
+            drop_counts, off = {}, 0
+            for n in names:
+                size = vals[n].numel()
+                drop_counts[n] = dropped[off:off + size]
+                off += size
+        out = {}
+        for n in self.layers:
+            d = drop_counts[n]
+            if isinstance(d, int):  # drop the d smallest (stable: lower position wins ties)
+                order = torch.sort(vals[n], stable=True).indices
+                keep_idx = torch.sort(order[d:]).values
+            else:
+                keep_idx = torch.nonzero(~d).reshape(-1)
+            out[n] = (keep_idx, old_keys[n][keep_idx])
+        return out
+
+    def _grow_scores(self, name: str, kept, dense_grad) -> torch.Tensor:
+        layer = self.layers[name]
+        if self.grow == "rigl":
+            scores = dense_grad.abs().reshape(-1).double()
+        else:
+            scores = torch.rand(layer.numel_dense, generator=self.generator, dtype=torch.float64)
+        scores[kept[1]] = -math.inf
+        return scores
+
+    def _choose_grown(self, scores: dict, dropped: dict) -> dict:
+        """Positions to grow: per layer as many as it dropped, or globally as many as were dropped in all."""
+        if self.scope == "layer":
+            return {n: torch.nonzero(formats.topk_mask(s, min(dropped[n], int((s > -math.inf).sum()))))
+                    .reshape(-1) for n, s in scores.items()}
+        names = list(scores)
+        pooled = torch.cat([scores[n] for n in names])
+        k = min(sum(dropped.values()), int((pooled > -math.inf).sum()))
+        chosen = formats.topk_mask(pooled, k)
+        out, off = {}, 0
+        for n in names:
+            size = scores[n].numel()
+            out[n] = torch.nonzero(chosen[off:off + size]).reshape(-1)
+            off += size
+        return out
+
+    def _apply(self, layer: SparseLinear, old_keys, kept_keys, grown_keys) -> int:
+        values = layer.values.detach()
+        nnz_old = old_keys.numel()
         new_keys = torch.sort(torch.cat([kept_keys, grown_keys])).values
         # a position stored before and after (kept, or dropped and at once regrown) keeps its value and
         # optimizer state; a newly stored position starts at 0.0 with zero state
-        pos = torch.searchsorted(old_keys, new_keys).clamp_max(max(nnz - 1, 0))
-        was_stored = old_keys[pos] == new_keys
+        pos = torch.searchsorted(old_keys, new_keys).clamp_max(max(nnz_old - 1, 0))
+        was_stored = (old_keys[pos] == new_keys) if nnz_old else torch.zeros_like(new_keys, dtype=torch.bool)
         new_pos_kept = torch.nonzero(was_stored).reshape(-1)
         old_pos_kept = pos[was_stored]
-        new_vals = values.new_zeros(nnz)
+        new_vals = values.new_zeros(new_keys.numel())
         new_vals[new_pos_kept] = values[old_pos_kept]
         crow, col = formats.keys_to_csr(new_keys, layer.out_features, layer.in_features)
         layer.set_csr(crow, col, new_vals)
-        remap_optimizer_state(self.optimizer, layer.values, old_pos_kept, new_pos_kept, nnz)
-        return int((~torch.isin(grown_keys, old_keys)).sum())
+        remap_optimizer_state(self.optimizer, layer.values, old_pos_kept, new_pos_kept, new_keys.numel())
+        return int((~was_stored).sum())
 
     def close(self) -> None:
         """Remove any installed hooks."""
