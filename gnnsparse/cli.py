@@ -12,6 +12,7 @@ and a one-line ``gnnsparse: error: ...`` message, without a traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
 __all__ = ["main", "build_parser"]
@@ -62,7 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--batch-size", type=_positive, default=d.batch_size)
     c.add_argument("--lr", type=float, default=d.lr)
     c.add_argument("--hidden", type=_positive, default=d.hidden)
-    c.add_argument("--seed", type=int, default=d.seed)
+    c.add_argument("--seed", type=int, nargs="+", default=[d.seed],
+                   help="seed(s): model init, batch order, training negatives and the evaluation negatives; "
+                        "with several seeds the table shows mean±std")
     c.add_argument("--distribution", choices=("uniform", "erk"), default=d.distribution,
                    help="per-layer sparsity distribution, both regimes")
     c.add_argument("--pruning", choices=("layer", "global"), default=d.pruning,
@@ -95,45 +98,52 @@ def _compare(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = TrainConfig(epochs=args.epochs, finetune_epochs=args.finetune_epochs, batch_size=args.batch_size,
-                      lr=args.lr, hidden=args.hidden, model=args.model, seed=args.seed,
+                      lr=args.lr, hidden=args.hidden, model=args.model, seed=args.seed[0],
                       distribution=args.distribution, pruning=args.pruning, prune_schedule=args.prune_schedule,
                       grow=args.grow, update_interval=args.update_interval, drop_fraction=args.drop_fraction,
                       backend=args.backend)
     cfg.validate()
-    data = load_dataset(args.dataset, root=args.root, task=args.task)
-    print(data.describe())
-    if getattr(data, "note", ""):
-        print(f"note: {data.note}")
-    task = make_task(data, cfg)
+    seeds = list(dict.fromkeys(args.seed))
     sparsities = sorted(set(args.sparsity))
-    total_epochs = cfg.epochs + len(sparsities) * (cfg.epochs + cfg.finetune + cfg.epochs)
-    bar = tqdm(total=total_epochs, unit="epoch", disable=args.no_progress, dynamic_ncols=True)
+    total_epochs = len(seeds) * (cfg.epochs + len(sparsities) * (cfg.epochs + cfg.finetune + cfg.epochs))
     rows = []
-    with bar:
-        bar.set_description("dense")
-        rows.append(run_dense(task, cfg, bar))
+    bar = None
+    for seed in seeds:
+        data = load_dataset(args.dataset, root=args.root, task=args.task, seed=seed)
+        if bar is None:
+            print(data.describe())
+            if getattr(data, "note", ""):
+                print(f"note: {data.note}")
+            bar = tqdm(total=total_epochs, unit="epoch", disable=args.no_progress, dynamic_ncols=True)
+        task = make_task(data, cfg)
+        run_cfg = dataclasses.replace(cfg, seed=seed)
+        bar.set_description(f"seed {seed} dense")
+        rows.append(run_dense(task, run_cfg, bar))
         for s in sparsities:
-            bar.set_description(f"train-and-prune {s:g}")
-            rows.append(run_train_and_prune(task, cfg, s, bar))
-            bar.set_description(f"sparse-training {s:g}")
-            rows.append(run_sparse_training(task, cfg, s, bar))
+            bar.set_description(f"seed {seed} train-and-prune {s:g}")
+            rows.append(run_train_and_prune(task, run_cfg, s, bar))
+            bar.set_description(f"seed {seed} sparse-training {s:g}")
+            rows.append(run_sparse_training(task, run_cfg, s, bar))
+    bar.close()
     grow = "RigL" if cfg.grow == "rigl" else "SET"
-    print(f"\n{data.name}: {task.kind} prediction, model={cfg.model}, seed={cfg.seed}, E={cfg.epochs}, "
-          f"fine-tune={cfg.finetune}, distribution={cfg.distribution}, pruning={cfg.pruning} "
+    print(f"\n{data.name}: {task.kind} prediction, model={cfg.model}, seeds={','.join(map(str, seeds))}, "
+          f"E={cfg.epochs}, fine-tune={cfg.finetune}, distribution={cfg.distribution}, pruning={cfg.pruning} "
           f"({cfg.prune_schedule}), sparse training={grow}")
     print(report.format_table(rows, task.kind))
     kept = {layer["name"] for r in rows for layer in r["layers"] if layer["kind"].startswith("dense (kept")}
     print("measured = structural sparsity over the sparsified Linear weights; "
-          "FLOPs executed in training (multiply+add = 2); seconds = training steps only.")
+          "FLOPs executed in training (multiply+add = 2); seconds = training steps only"
+          + ("; mean±std over seeds." if len(seeds) > 1 else "."))
     if kept:
         print(f"kept dense (fewer than {cfg.min_numel} weights): {', '.join(sorted(kept))}")
-    payload = {"dataset": data.name, "task": task.kind, "describe": data.describe(),
+    payload = {"dataset": data.name, "task": task.kind, "describe": data.describe(), "seeds": seeds,
                "note": getattr(data, "note", ""), "config": rows[0]["config"], "rows": rows}
     if args.json:
         report.write_json(args.json, payload)
         print(f"wrote {args.json}")
     if args.plot:
-        report.plot(args.plot, rows, task.kind, title=f"{data.name} ({cfg.model}, seed {cfg.seed})")
+        report.plot(args.plot, rows, task.kind,
+                    title=f"{data.name} ({cfg.model}, seeds {','.join(map(str, seeds))})")
         print(f"wrote {args.plot}")
     return 0
 

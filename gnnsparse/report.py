@@ -23,25 +23,42 @@ def _fmt(v, spec=".4f"):
     return format(v, spec)
 
 
+def _agg(values, spec):
+    vals = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if not vals:
+        return "-"
+    if len(values) == 1:
+        return format(vals[0], spec)
+    mean = sum(vals) / len(vals)
+    std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
+    return f"{format(mean, spec)}±{format(std, spec)}"
+
+
 def format_table(rows: list[dict], task: str) -> str:
-    """Plain-text table of result rows (one per regime × sparsity).
+    """Plain-text table of result rows, one line per (regime, target sparsity).
 
     Columns: regime, target and measured sparsity (structural, over sparsified layers), the task's
     validation/test metrics, executed training FLOPs (GFLOPs, multiply+add = 2), FLOPs relative to
-    the dense run, training seconds (steps only) and best epoch.
+    the dense run of the same seed, training seconds (steps only) and best epoch. With several seeds
+    each cell is ``mean±std`` (sample standard deviation) over the seeds.
     """
-    dense = next((r for r in rows if r["regime"] == "dense"), None)
+    dense_flops = {r["seed"]: r["train_flops"] for r in rows if r["regime"] == "dense"}
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault((r["regime"], r["target_sparsity"]), []).append(r)
     metric_cols = _METRIC_COLUMNS[task]
     header = ["regime", "target", "measured"] + [c[2] for c in metric_cols] + [
         "train GFLOPs", "FLOPs/dense", "train s", "best ep"]
     table = [header]
-    for r in rows:
-        rel = r["train_flops"] / dense["train_flops"] if dense and dense["train_flops"] else float("nan")
+    for (regime, target), rs in groups.items():
+        rel = [r["train_flops"] / dense_flops[r["seed"]] if dense_flops.get(r["seed"]) else float("nan")
+               for r in rs]
         table.append([
-            r["regime"], _fmt(r["target_sparsity"], ".2f"), _fmt(r["measured_sparsity"], ".4f"),
-            *[_fmt(r["metrics"][split].get(key)) for split, key, _ in metric_cols],
-            _fmt(r["train_flops"] / 1e9, ".3f"), _fmt(rel, ".3f"), _fmt(r["train_seconds"], ".2f"),
-            str(r["best_epoch"]),
+            regime, _fmt(target, ".2f"), _agg([r["measured_sparsity"] for r in rs], ".4f"),
+            *[_agg([r["metrics"][split].get(key) for r in rs], ".4f") for split, key, _ in metric_cols],
+            _agg([r["train_flops"] / 1e9 for r in rs], ".3f"), _agg(rel, ".3f"),
+            _agg([r["train_seconds"] for r in rs], ".2f"),
+            ",".join(str(r["best_epoch"]) for r in rs),
         ])
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
@@ -72,7 +89,7 @@ def plot(path: str, rows: list[dict], task: str, title: str = "") -> None:
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.2))
     styles = {"dense": ("k", "s"), "train-and-prune": ("tab:blue", "o"), "sparse-training": ("tab:red", "^")}
     for regime, (color, marker) in styles.items():
-        rs = sorted((r for r in rows if r["regime"] == regime), key=lambda r: r["target_sparsity"])
+        rs = sorted((r for r in rows if r["regime"] == regime), key=lambda r: (r["target_sparsity"], r["seed"]))
         if not rs:
             continue
         ys = [r["metrics"]["test"][key] for r in rs]

@@ -79,3 +79,15 @@ def test_bad_sparsity_is_a_clean_error():
                        text=True, env=env, timeout=120)
     assert p.returncode == 2
     assert "sparsity" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_compare_several_seeds_reports_spread(tmp_path, capsys):
+    js = tmp_path / "s.json"
+    code, out, err = _run(["compare", "--dataset", "ia-enron-employees", "--sparsity", "0.5", "--epochs", "2",
+                           "--batch-size", "256", "--seed", "0", "1", "--json", str(js), "--no-progress"], capsys)
+    assert code == 0, err
+    payload = json.loads(js.read_text())
+    assert payload["seeds"] == [0, 1]
+    assert sorted({r["seed"] for r in payload["rows"]}) == [0, 1]
+    assert len(payload["rows"]) == 6
+    assert "±" in out and "mean±std over seeds" in out
