@@ -83,6 +83,7 @@ def plot(path: str, rows: list[dict], task: str, title: str = "") -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     key = "auc" if task == "link" else "accuracy"
     label = "test ROC-AUC" if task == "link" else "test accuracy"
@@ -105,6 +106,7 @@ def plot(path: str, rows: list[dict], task: str, title: str = "") -> None:
     a1.set_xlabel("target sparsity (fraction of zero weights)")
     a1.set_ylabel(label)
     a2.set_xscale("log")
+    a2.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # no overlapping minor labels
     a2.set_xlabel("executed training FLOPs")
     a2.set_ylabel(label)
     for a in (a1, a2):
