@@ -3,10 +3,23 @@
 Sparse CSR kernels (C++/OpenMP) behind a drop-in ``SparseLinear``, the two
 training regimes compared in "Towards Sparsification of Graph Neural
 Networks" (Peng et al., ICCD 2022) and an executed-FLOPs counter.
+
+``SparseLinear``, ``sparsify`` and ``sparse_layers`` are loaded on first use, so that the
+``gnnsparse`` command can configure OpenMP before torch is imported.
 """
 
 __version__ = "0.1.0"
 
-from .nn import SparseLinear, sparsify, sparse_layers  # noqa: E402
-
 __all__ = ["SparseLinear", "sparsify", "sparse_layers", "__version__"]
+
+
+def __getattr__(name):
+    if name in ("SparseLinear", "sparsify", "sparse_layers"):
+        from . import nn
+
+        return getattr(nn, name)
+    raise AttributeError(f"module 'gnnsparse' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + ["SparseLinear", "sparsify", "sparse_layers"])

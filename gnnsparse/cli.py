@@ -44,25 +44,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = TrainConfig()
     p = argparse.ArgumentParser(prog="gnnsparse", description=__doc__.split("\n\n")[1])
+    fmt = argparse.ArgumentDefaultsHelpFormatter
     sub = p.add_subparsers(dest="command", required=True)
 
     c = sub.add_parser("compare", help="dense vs train-and-prune vs sparse training on one graph",
+                       formatter_class=fmt,
                        description="Train dense, dense train-and-prune and sparse training on a real graph "
                                    "and report metrics, measured sparsity, executed FLOPs and seconds.")
     c.add_argument("--dataset", default=DEFAULT_DATASET,
-                   help=f"registered name (see `gnnsparse datasets`) or a path to an edge file "
-                        f"(default: {DEFAULT_DATASET})")
-    c.add_argument("--root", default=None, help="data root (default: $GNNSPARSE_DATA, else ../shared/data)")
+                   help="registered name (see `gnnsparse datasets`) or a path to an edge file")
+    c.add_argument("--root", default=None, help="data root; unset: $GNNSPARSE_DATA, else ../shared/data")
     c.add_argument("--task", choices=("link", "node"), default=None, help="override the dataset's task")
     c.add_argument("--sparsity", type=_sparsity, nargs="+", default=[0.5, 0.9, 0.99],
-                   help="target sparsities (fractions of zero weights), default 0.5 0.9 0.99")
-    c.add_argument("--model", choices=("sage", "gcn"), default=d.model)
-    c.add_argument("--epochs", type=_positive, default=d.epochs, help=f"E (default {d.epochs})")
+                   help="target sparsities (fractions of zero weights)")
+    c.add_argument("--model", choices=("sage", "gcn"), default=d.model, help="GraphSAGE (mean) or GCN encoder")
+    c.add_argument("--epochs", type=_positive, default=d.epochs, help="E: epochs of dense and sparse training")
     c.add_argument("--finetune-epochs", type=int, default=None,
-                   help="train-and-prune fine-tuning epochs (default E // 2)")
-    c.add_argument("--batch-size", type=_positive, default=d.batch_size)
-    c.add_argument("--lr", type=float, default=d.lr)
-    c.add_argument("--hidden", type=_positive, default=d.hidden)
+                   help="train-and-prune fine-tuning epochs; unset: E // 2")
+    c.add_argument("--batch-size", type=_positive, default=d.batch_size,
+                   help="supervision items per step (positive pairs, plus as many negatives; or nodes)")
+    c.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
+    c.add_argument("--hidden", type=_positive, default=d.hidden, help="width of every layer")
     c.add_argument("--seed", type=int, nargs="+", default=[d.seed],
                    help="seed(s): model init, batch order, training negatives and the evaluation negatives; "
                         "with several seeds the table shows mean±std")
@@ -71,13 +73,15 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--pruning", choices=("layer", "global"), default=d.pruning,
                    help="magnitude ranking per layer or global, both regimes (pruning threshold; "
                         "drop/grow ranking of sparse training)")
-    c.add_argument("--prune-schedule", choices=("gradual", "oneshot"), default=d.prune_schedule)
+    c.add_argument("--prune-schedule", choices=("gradual", "oneshot"), default=d.prune_schedule,
+                   help="train-and-prune: Zhu & Gupta cubic schedule, or one shot at the end of the dense phase")
     c.add_argument("--grow", choices=("rigl", "set"), default=d.grow, help="sparse-training grow criterion")
     c.add_argument("--update-interval", type=_positive, default=d.update_interval,
                    help="ΔT: steps between mask updates")
     c.add_argument("--drop-fraction", type=float, default=d.drop_fraction, help="α, initial drop fraction")
-    c.add_argument("--backend", choices=("cpu", "torch"), default=None, help="sparse op backend (default auto)")
-    c.add_argument("--threads", type=_positive, default=None, help="torch.set_num_threads")
+    c.add_argument("--backend", choices=("cpu", "torch"), default=None,
+                   help="sparse op backend; unset: C++ kernels when built")
+    c.add_argument("--threads", type=_positive, default=None, help="torch.set_num_threads; unset: torch's default")
     c.add_argument("--json", default=None, help="write all result rows to this JSON file")
     c.add_argument("--plot", default=None, help="write a PNG: metric vs sparsity and vs training FLOPs")
     c.add_argument("--no-progress", action="store_true", help="no tqdm bar")
@@ -130,12 +134,13 @@ def _compare(args) -> int:
           f"E={cfg.epochs}, fine-tune={cfg.finetune}, distribution={cfg.distribution}, pruning={cfg.pruning} "
           f"({cfg.prune_schedule}), sparse training={grow}")
     print(report.format_table(rows, task.kind))
-    kept = {layer["name"] for r in rows for layer in r["layers"] if layer["kind"].startswith("dense (kept")}
+    kept = {f"{layer['name']} ({layer['kind'].split(': ', 1)[1].rstrip(')')})" for r in rows
+            for layer in r["layers"] if layer["kind"].startswith("dense (kept")}
     print("measured = structural sparsity over the sparsified Linear weights; "
           "FLOPs executed in training (multiply+add = 2); seconds = training steps only"
           + ("; mean±std over seeds." if len(seeds) > 1 else "."))
     if kept:
-        print(f"kept dense (fewer than {cfg.min_numel} weights): {', '.join(sorted(kept))}")
+        print(f"kept dense, not counted in measured: {', '.join(sorted(kept))}")
     payload = {"dataset": data.name, "task": task.kind, "describe": data.describe(), "seeds": seeds,
                "note": getattr(data, "note", ""), "config": rows[0]["config"], "rows": rows}
     if args.json:
@@ -163,8 +168,21 @@ def _datasets(args) -> int:
     return 0
 
 
+def _configure_runtime() -> None:
+    # OpenMP threads that spin while waiting collapse when the machine has any other load (measured
+    # here: one fwd+bwd of a 986x128 layer went from 1 ms to 60 ms with 2 threads and a busy core).
+    # Passive waiting avoids that; it only takes effect when torch is not imported yet.
+    import os
+    import warnings
+
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # torch_geometric 2.8 imports torch.jit.script-decorated code: a deprecation notice, not ours
+    warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``gnnsparse`` command; returns the exit status."""
+    _configure_runtime()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -117,7 +117,13 @@ class Encoder(nn.Module):
 
 
 class LinkModel(nn.Module):
-    """Link prediction: encoder + MLP decoder ``Linear(h,h) -> ReLU -> Linear(h,1)`` on ``z_u * z_v``."""
+    """Link prediction: encoder + MLP decoder ``Linear(h,h) -> ReLU -> Linear(h,1)`` on ``z_u * z_v``.
+
+    ``dense_layers`` names the output layer, which the regimes keep dense (see
+    :func:`gnnsparse.regimes.candidate_layers`).
+    """
+
+    dense_layers = ("decoder.2",)
 
     def __init__(self, num_nodes: int, num_features: int, hidden: int = 128, model: str = "sage",
                  num_layers: int = 2, dropout: float = 0.0):
@@ -134,7 +140,12 @@ class LinkModel(nn.Module):
 
 
 class NodeModel(nn.Module):
-    """Node classification: encoder + ``Linear(hidden, num_classes)``; returns logits ``[N, C]``."""
+    """Node classification: encoder + ``Linear(hidden, num_classes)``; returns logits ``[N, C]``.
+
+    The classifier is the output layer the regimes keep dense (``dense_layers``).
+    """
+
+    dense_layers = ("classifier",)
 
     def __init__(self, num_nodes: int, num_features: int, num_classes: int, hidden: int = 128,
                  model: str = "sage", num_layers: int = 2, dropout: float = 0.0):

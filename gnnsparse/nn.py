@@ -7,6 +7,7 @@ that changes, is decided by a training regime (``gnnsparse.regimes``), never her
 from __future__ import annotations
 
 import math
+import warnings
 import weakref
 from typing import Callable, Iterable, Mapping
 
@@ -379,7 +380,8 @@ def sparsify(model: nn.Module, sparsity: float | Mapping[str, float], include: I
         init: ``"magnitude"`` keeps the largest-magnitude dense weights (their values are kept);
             ``"random"`` draws a uniformly random structure and re-initializes the values
             (sparse training from scratch).
-        min_numel: layers with fewer weights stay dense (see ``MIN_SPARSE_NUMEL``).
+        min_numel: with a single float ``sparsity``, layers with fewer weights stay dense (see
+            ``MIN_SPARSE_NUMEL``) and a ``UserWarning`` names them; ``min_numel=0`` sparsifies all.
 
     Returns:
         ``{name: SparseLinear}`` of the layers that were swapped.
@@ -395,7 +397,7 @@ def sparsify(model: nn.Module, sparsity: float | Mapping[str, float], include: I
         for v in sparsity.values():
             _check_sparsity(v)
     masks = masks or {}
-    targets = []
+    targets, too_small = [], []
     for name, module in model.named_modules():
         if isinstance(module, SparseLinear) or not linear_like(module):
             continue
@@ -414,8 +416,13 @@ def sparsify(model: nn.Module, sparsity: float | Mapping[str, float], include: I
         else:
             s = sparsity
             if in_f * out_f < min_numel:
+                too_small.append(f"{name or '<model>'} ({out_f}x{in_f})")
                 continue
         targets.append((name, module, s))
+    if too_small:
+        warnings.warn(f"sparsify: kept dense (fewer than min_numel={min_numel} weights): "
+                      f"{', '.join(too_small)}; pass min_numel=0 to sparsify them too", UserWarning,
+                      stacklevel=2)
     swapped = {}
     for name, module, s in targets:
         if name in masks:

@@ -72,9 +72,17 @@ def write_json(path: str, payload: dict) -> None:
     d = os.path.dirname(os.path.abspath(path))
     os.makedirs(d, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=d, suffix=".json.tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(payload, f, indent=2, default=float)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(payload, f, indent=2, default=float)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def plot(path: str, rows: list[dict], task: str, title: str = "") -> None:
@@ -109,6 +117,7 @@ def plot(path: str, rows: list[dict], task: str, title: str = "") -> None:
     a2.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # no overlapping minor labels
     a2.set_xlabel("executed training FLOPs")
     a2.set_ylabel(label)
+    a2.margins(x=0.12)  # room for the point labels
     for a in (a1, a2):
         a.grid(alpha=0.3)
         a.legend(fontsize=8)

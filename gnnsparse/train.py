@@ -246,7 +246,7 @@ def _steps_per_epoch(task) -> int:
     return max(1, math.ceil(n / task.batch_size))
 
 
-def sparsity_report(model: nn.Module, kept_dense: list[str]) -> dict:
+def sparsity_report(model: nn.Module, kept_dense: dict[str, str]) -> dict:
     """Structural sparsity of the sparsified layers, the whole Linear-weight set, and per layer."""
     from .nn import _linear_dims, linear_like
 
@@ -259,7 +259,7 @@ def sparsity_report(model: nn.Module, kept_dense: list[str]) -> dict:
         elif linear_like(m):
             in_f, out_f = _linear_dims(m)
             numel, nnz, kind = in_f * out_f, int((m.weight != 0).sum()), "dense"
-            kind = "dense (kept: < min_numel)" if name in kept_dense else "dense"
+            kind = f"dense (kept: {kept_dense[name]})" if name in kept_dense else "dense"
         else:
             continue
         stored_all += nnz if kind == "csr" else numel
@@ -386,7 +386,7 @@ def run_dense(task, cfg: TrainConfig, progress=None) -> dict:
     opt = _adam(model, cfg)
     state = _RunState()
     _run_phase(model, task, opt, _Phase("dense", cfg.epochs, True), state, gen, progress)
-    return _finish("dense", model, task, state, cfg, 0.0, [])
+    return _finish("dense", model, task, state, cfg, 0.0, {})
 
 
 def _targets(model, cfg: TrainConfig, sparsity: float):

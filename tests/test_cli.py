@@ -91,3 +91,17 @@ def test_compare_several_seeds_reports_spread(tmp_path, capsys):
     assert sorted({r["seed"] for r in payload["rows"]}) == [0, 1]
     assert len(payload["rows"]) == 6
     assert "±" in out and "mean±std over seeds" in out
+
+
+def test_output_layer_stays_dense_and_json_is_readable(tmp_path, capsys):
+    js = tmp_path / "n.json"
+    code, out, err = _run(["compare", "--dataset", "email-eu", "--sparsity", "0.99", "--epochs", "1",
+                           "--json", str(js), "--no-progress"], capsys)
+    assert code == 0, err
+    rows = json.loads(js.read_text())["rows"]
+    for r in rows[1:]:
+        kinds = {layer["name"]: layer["kind"] for layer in r["layers"]}
+        assert kinds["classifier"] == "dense (kept: output layer)"
+        assert r["measured_sparsity"] == pytest.approx(0.99, abs=1e-4)
+    assert "classifier (output layer)" in out
+    assert oct(js.stat().st_mode & 0o777) != oct(0o600)

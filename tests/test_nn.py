@@ -164,7 +164,8 @@ def test_sparsify_swaps_pyg_conv_layers_in_place():
             self.out = nn.Linear(64, 1)
 
     net = Net()
-    swapped = sparsify(net, 0.9)
+    with pytest.warns(UserWarning, match=r"out \(1x64\)"):
+        swapped = sparsify(net, 0.9)
     assert set(swapped) == {"sage.lin_l", "sage.lin_r", "gcn.lin", "head"}
     assert isinstance(net.sage.lin_l, SparseLinear) and isinstance(net.gcn.lin, SparseLinear)
     assert isinstance(net.out, nn.Linear)  # 64 weights < MIN_SPARSE_NUMEL: kept dense
@@ -174,6 +175,7 @@ def test_sparsify_swaps_pyg_conv_layers_in_place():
     # include / exclude
     net2 = Net()
     assert set(sparsify(net2, 0.5, include=["sage.*"], exclude=["sage.lin_r"])) == {"sage.lin_l"}
+    assert "out" in sparsify(Net(), 0.5, min_numel=0)
     # the conv still runs and reset_parameters works on the sparse layers
     net.sage.reset_parameters()
     ei = torch.randint(0, 10, (2, 30))

@@ -18,22 +18,30 @@ __all__ = ["layer_sparsities", "candidate_layers", "DISTRIBUTIONS"]
 DISTRIBUTIONS = ("uniform", "erk")
 
 
-def candidate_layers(model: nn.Module, min_numel: int) -> tuple[dict[str, tuple[int, int]], list[str]]:
+def candidate_layers(model: nn.Module, min_numel: int) -> tuple[dict[str, tuple[int, int]], dict[str, str]]:
     """Linear layers of ``model`` that can be sparsified.
 
+    Two documented rules keep a layer dense: fewer than ``min_numel`` weights, or being named in
+    the model's ``dense_layers`` attribute (its output layer: a classifier with one or a few
+    weights per class cannot keep the target sparsity and still separate the classes — at 99 %
+    a 128 -> 42 classifier would keep 54 weights, about one per class).
+
     Returns:
-        ``({name: (out_features, in_features)}, [names kept dense because numel < min_numel])``.
+        ``({name: (out_features, in_features)}, {kept-dense name: reason})``.
     """
     from ..nn import SparseLinear, linear_like, _linear_dims
 
-    shapes, kept = {}, []
+    by_design = set(getattr(model, "dense_layers", ()))
+    shapes, kept = {}, {}
     for name, m in model.named_modules():
         if isinstance(m, SparseLinear):
             shapes[name] = (m.out_features, m.in_features)
         elif linear_like(m):
             in_f, out_f = _linear_dims(m)
-            if in_f * out_f < min_numel:
-                kept.append(name)
+            if name in by_design:
+                kept[name] = "output layer"
+            elif in_f * out_f < min_numel:
+                kept[name] = f"< {min_numel} weights"
             else:
                 shapes[name] = (out_f, in_f)
     return shapes, kept
