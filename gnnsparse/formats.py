@@ -148,9 +148,21 @@ def random_mask(shape, k: int, generator: torch.Generator | None = None, device=
     return flat.reshape(out_f, in_f)
 
 
-def validate_csr(crow_indices, col_indices, values, shape, name: str = "weight") -> None:
-    """Raise ``ValueError`` naming the problem if the CSR triple is not a valid ``shape`` matrix."""
+def validate_csr(crow_indices, col_indices, values, shape, name: str = "weight", check_sorted: bool = True) -> None:
+    """Raise ``ValueError`` naming the problem if the CSR triple is not a valid ``shape`` matrix.
+
+    Checks dtypes (int64 indices), devices (no meta), dimensions, lengths, ``crow`` bounds and
+    monotonicity, column range and (``check_sorted``) sorted unique columns within each row.
+    ``values`` may be None (structure only).
+    """
     out_f, in_f = shape
+    for label, t in (("crow_indices", crow_indices), ("col_indices", col_indices), ("values", values)):
+        if t is not None and not isinstance(t, torch.Tensor):
+            raise ValueError(f"{name}: {label} must be a tensor, got {type(t).__name__}")
+        if t is not None and t.device.type == "meta":
+            raise ValueError(f"{name}: {label} is a meta tensor (no data to check or compute with)")
+        if t is not None and t.dim() != 1:
+            raise ValueError(f"{name}: {label} must be 1-D, got shape {tuple(t.shape)}")
     if crow_indices.dtype != torch.int64 or col_indices.dtype != torch.int64:
         raise ValueError(f"{name}: crow_indices/col_indices must be int64, got "
                          f"{crow_indices.dtype}/{col_indices.dtype}")
@@ -162,6 +174,9 @@ def validate_csr(crow_indices, col_indices, values, shape, name: str = "weight")
     if int(crow_indices[0]) != 0 or int(crow_indices[-1]) != nnz:
         raise ValueError(f"{name}: crow_indices must start at 0 and end at nnz={nnz}, got "
                          f"{int(crow_indices[0])}..{int(crow_indices[-1])}")
+    if bool((crow_indices < 0).any()) or bool((crow_indices > nnz).any()):
+        r = int(torch.nonzero((crow_indices < 0) | (crow_indices > nnz))[0])
+        raise ValueError(f"{name}: crow_indices[{r}]={int(crow_indices[r])} outside [0, nnz={nnz}]")
     diffs = crow_indices[1:] - crow_indices[:-1]
     if bool((diffs < 0).any()):
         r = int(torch.nonzero(diffs < 0)[0])
@@ -170,6 +185,8 @@ def validate_csr(crow_indices, col_indices, values, shape, name: str = "weight")
         if bool((col_indices < 0).any()) or bool((col_indices >= in_f).any()):
             bad = int(torch.nonzero((col_indices < 0) | (col_indices >= in_f))[0])
             raise ValueError(f"{name}: col_indices[{bad}]={int(col_indices[bad])} outside [0, {in_f})")
+        if not check_sorted:
+            return
         keys = csr_keys(crow_indices, col_indices, in_f)
         if bool((keys[1:] <= keys[:-1]).any()):
             bad = int(torch.nonzero(keys[1:] <= keys[:-1])[0]) + 1

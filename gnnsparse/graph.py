@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import torch
 from torch.utils.flop_counter import register_flop_formula
 
+from .formats import validate_csr
+
 __all__ = ["Adjacency", "aggregate"]
 
 
@@ -77,10 +79,25 @@ def _csr_mm(crow, col, values, n_rows, n_cols, x):
     return _csr_tensor(crow, col, values, (n_rows, n_cols)) @ x
 
 
+def _check(crow, col, values, n_cols, x, name):
+    # O(nnz) vectorized checks: torch's CSR SpMM does not validate and would read out of bounds
+    if x.dim() != 2:
+        raise ValueError(f"{name}: x must be 2-D [n, d], got shape {tuple(x.shape)}")
+    if values.dtype != x.dtype:
+        raise ValueError(f"{name}: values dtype {values.dtype} != x dtype {x.dtype}")
+    validate_csr(crow, col, values, (crow.numel() - 1, n_cols), name=name, check_sorted=False)
+
+
 @torch.library.custom_op("gnnsparse::adj_spmm", mutates_args=())
 def adj_spmm(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, crow_t: torch.Tensor,
              col_t: torch.Tensor, values_t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``A · x`` with ``A`` ``[n, x.shape[0]]`` in CSR (``crow``, ``col``, ``values``); ``Aᵀ`` in the
+    ``*_t`` arguments is used by the backward. Raises ``ValueError`` on an invalid CSR or shapes."""
     n = crow.numel() - 1
+    _check(crow, col, values, x.shape[0], x, "adj_spmm")
+    if crow_t.numel() - 1 != x.shape[0]:
+        raise ValueError(f"adj_spmm: the transpose has {crow_t.numel() - 1} rows, expected x.shape[0]={x.shape[0]}")
+    _check(crow_t, col_t, values_t, n, x, "adj_spmm (transpose)")
     return _csr_mm(crow, col, values, n, x.shape[0], x.contiguous())
 
 

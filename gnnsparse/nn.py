@@ -25,7 +25,9 @@ MIN_SPARSE_NUMEL = 1024
 
 
 def _check_sparsity(sparsity: float) -> float:
-    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)):
+    import numbers
+
+    if isinstance(sparsity, bool) or not isinstance(sparsity, numbers.Real):
         raise TypeError(f"sparsity must be a float in [0, 1), got {type(sparsity).__name__}")
     sparsity = float(sparsity)
     if not (0.0 <= sparsity < 1.0) or math.isnan(sparsity):
@@ -43,14 +45,16 @@ def _is_inplace(func) -> bool:
 class _DenseWeightView(torch.Tensor):
     """Dense ``[out, in]`` copy of a ``SparseLinear`` weight whose in-place writes go through.
 
-    Reading it behaves like a plain tensor (results are plain tensors). An in-place call on
-    it (``nn.init.*_``, ``.data.uniform_``, ``w[i, j] = v``, ``copy_``) is applied to the
-    dense copy and then the entries at the layer's *stored* positions are written into
-    ``layer.values``; positions outside the sparsity structure are structural zeros and
-    stay zero (a sparse layer cannot store them).
+    Reading it behaves like a plain tensor (results are plain tensors), except that views of it
+    (``w[0]``, ``w[:, :3]``, ``w.t()``, ``w.data``) stay write-through. An in-place call on it or on
+    such a view (``nn.init.*_``, ``.uniform_``, ``w[i, j] = v``, ``copy_``, ``out=w``) is applied to
+    the dense copy and then the entries at the layer's *stored* positions are written into
+    ``layer.values``; positions outside the sparsity structure are structural zeros and stay zero
+    (a sparse layer cannot store them).
     """
 
     _layer_ref: Callable | None = None
+    _root: torch.Tensor | None = None  # the full dense copy (plain tensor) this view aliases
 
     @classmethod
     def __torch_function__(cls, func, types, args=(), kwargs=None):
@@ -60,16 +64,36 @@ class _DenseWeightView(torch.Tensor):
         # nn.init functions dispatch here with the tensor as a keyword argument
         target = args[0] if args else next(
             (v for v in kwargs.values() if isinstance(v, _DenseWeightView)), None)
+        out = kwargs.get("out")
         with torch._C.DisableTorchFunctionSubclass():
             result = func(*args, **kwargs)
-        if isinstance(target, _DenseWeightView) and _is_inplace(func):
-            layer = target._layer_ref() if target._layer_ref is not None else None
-            if layer is None:
-                raise RuntimeError("the SparseLinear this weight view belongs to no longer exists")
-            plain = target.as_subclass(torch.Tensor)
-            layer._write_dense(plain.detach())
-            return target
+        written = [t for t in (target if _is_inplace(func) else None, out) if isinstance(t, _DenseWeightView)]
+        for view in written:
+            view._write_back()
+        if written:
+            return written[0] if result is None or result is written[0].as_subclass(torch.Tensor) else result
+        # a view of the weight (indexing, transpose, ...) stays write-through
+        if isinstance(result, torch.Tensor) and isinstance(target, _DenseWeightView) and _aliases(result, target):
+            return target._wrap(result)
         return result
+
+    def _wrap(self, tensor: torch.Tensor) -> "_DenseWeightView":
+        view = tensor.as_subclass(_DenseWeightView)
+        view._layer_ref, view._root = self._layer_ref, self._root
+        return view
+
+    def _write_back(self) -> None:
+        layer = self._layer_ref() if self._layer_ref is not None else None
+        if layer is None:
+            raise RuntimeError("the SparseLinear this weight view belongs to no longer exists")
+        layer._write_dense(self._root.detach())
+
+
+def _aliases(a: torch.Tensor, b: torch.Tensor) -> bool:
+    try:
+        return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr() and a.numel() > 0
+    except (RuntimeError, NotImplementedError):
+        return False
 
 
 def linear_like(module: nn.Module) -> bool:
@@ -133,12 +157,19 @@ class SparseLinear(nn.Module):
                  *, mask: torch.Tensor | None = None, backend: str | None = None,
                  generator: torch.Generator | None = None, device=None, dtype=None):
         super().__init__()
+        import numbers
+
+        for label, v in (("in_features", in_features), ("out_features", out_features)):
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+                raise TypeError(f"{label} must be an int, got {type(v).__name__} {v!r}")
         if in_features < 0 or out_features < 0:
             raise ValueError(f"in_features and out_features must be >= 0, got {in_features}, {out_features}")
         self.in_features = int(in_features)
         self.out_features = int(out_features)
         self.backend = ops.check_backend(backend) if backend is not None else None
         dtype = dtype or torch.get_default_dtype()
+        if dtype not in (torch.float32, torch.float64):
+            raise TypeError(f"SparseLinear supports float32 and float64 values, got {dtype}")
         if mask is None:
             sparsity = _check_sparsity(sparsity)
             k = formats.nnz_for_density(self.in_features * self.out_features, 1.0 - sparsity)
@@ -244,8 +275,9 @@ class SparseLinear(nn.Module):
         are written through to the stored positions; positions outside the structure stay zero.
         Not used by ``forward``.
         """
-        view = self.dense_weight().as_subclass(_DenseWeightView)
-        view._layer_ref = weakref.ref(self)
+        dense = self.dense_weight()
+        view = dense.as_subclass(_DenseWeightView)
+        view._layer_ref, view._root = weakref.ref(self), dense
         return view
 
     @weight.setter
@@ -315,6 +347,8 @@ class SparseLinear(nn.Module):
             ValueError: ``x`` is not at least 1-D or its last dimension is not ``in_features``.
             RuntimeError: dtype/device mismatch (from the kernel's checks).
         """
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"SparseLinear expects a torch.Tensor input, got {type(x).__name__}")
         if x.dim() == 0 or x.shape[-1] != self.in_features:
             raise ValueError(f"SparseLinear expects input [*, {self.in_features}], got shape {tuple(x.shape)}")
         return ops.csr_linear(x, self.crow_indices, self.col_indices, self.values, self.bias,
@@ -374,8 +408,10 @@ def sparsify(model: nn.Module, sparsity: float | Mapping[str, float], include: I
         sparsity: one float in ``[0, 1)`` for every layer, or ``{layer name: sparsity}``
             (e.g. from :func:`gnnsparse.regimes.distribution.layer_sparsities`); layers missing
             from the mapping are left dense.
-        include / exclude: ``fnmatch`` patterns on qualified module names (``"encoder.*"``);
-            ``include=None`` means every linear layer.
+        include / exclude: a ``fnmatch`` pattern or a list of them, on qualified module names
+            (``"encoder.*"``); ``include=None`` means every linear layer. A module shared under
+            several names is swapped everywhere (it stays shared) if any name is included and none
+            excluded.
         masks: optional ``{layer name: bool [out, in]}`` giving the exact structure (overrides sparsity).
         init: ``"magnitude"`` keeps the largest-magnitude dense weights (their values are kept);
             ``"random"`` draws a uniformly random structure and re-initializes the values
@@ -387,55 +423,90 @@ def sparsify(model: nn.Module, sparsity: float | Mapping[str, float], include: I
         ``{name: SparseLinear}`` of the layers that were swapped.
 
     Raises:
-        ValueError: sparsity outside ``[0, 1)``, unknown ``init``, a mask of the wrong shape.
+        ValueError: sparsity outside ``[0, 1)``, unknown ``init``, a mask of the wrong shape, a name in
+            ``sparsity``/``masks`` that is not a linear layer of the model, ``model`` itself a Linear.
+        TypeError: ``include``/``exclude`` not strings.
     """
     if init not in ("magnitude", "random"):
         raise ValueError(f"init must be 'magnitude' or 'random', got {init!r}")
+    include, exclude = _patterns(include, "include"), _patterns(exclude, "exclude")
     if not isinstance(sparsity, Mapping):
         _check_sparsity(sparsity)
     else:
         for v in sparsity.values():
             _check_sparsity(v)
     masks = masks or {}
+    if linear_like(model):
+        raise ValueError("sparsify replaces layers inside a model in place and cannot replace the model "
+                         "itself; use SparseLinear.from_dense(layer, sparsity=...) for a single layer")
+    # every name under which each linear module appears (a module may be shared by several parents)
+    names_of: dict[int, list[str]] = {}
+    modules: dict[int, nn.Module] = {}
+    for name, module in model.named_modules(remove_duplicate=False):
+        if linear_like(module) and not isinstance(module, SparseLinear):
+            names_of.setdefault(id(module), []).append(name)
+            modules[id(module)] = module
+    all_names = {n for ns in names_of.values() for n in ns}
+    for label, given in (("sparsity", sparsity if isinstance(sparsity, Mapping) else {}), ("masks", masks)):
+        unknown = sorted(set(given) - all_names)
+        if unknown:
+            raise ValueError(f"sparsify: {label} names layers that are not linear layers of the model: "
+                             f"{', '.join(unknown)} (linear layers: {', '.join(sorted(all_names)) or 'none'})")
     targets, too_small = [], []
-    for name, module in model.named_modules():
-        if isinstance(module, SparseLinear) or not linear_like(module):
+    for key, names in names_of.items():
+        module, name = modules[key], names[0]
+        if include is not None and not any(_matches(n, include) for n in names):
             continue
-        if include is not None and not _matches(name, include):
-            continue
-        if exclude is not None and _matches(name, exclude):
+        if exclude is not None and any(_matches(n, exclude) for n in names):
             continue
         in_f, out_f = _linear_dims(module)
-        if name in masks:
-            targets.append((name, module, None))
+        mask_name = next((n for n in names if n in masks), None)
+        if mask_name is not None:
+            targets.append((names, module, masks[mask_name], None))
             continue
         if isinstance(sparsity, Mapping):
-            if name not in sparsity:
+            s_name = next((n for n in names if n in sparsity), None)
+            if s_name is None:
                 continue
-            s = sparsity[name]
+            s = sparsity[s_name]
         else:
             s = sparsity
             if in_f * out_f < min_numel:
-                too_small.append(f"{name or '<model>'} ({out_f}x{in_f})")
+                too_small.append(f"{name} ({out_f}x{in_f})")
                 continue
-        targets.append((name, module, s))
+        targets.append((names, module, None, s))
     if too_small:
         warnings.warn(f"sparsify: kept dense (fewer than min_numel={min_numel} weights): "
                       f"{', '.join(too_small)}; pass min_numel=0 to sparsify them too", UserWarning,
                       stacklevel=2)
     swapped = {}
-    for name, module, s in targets:
-        if name in masks:
-            new = SparseLinear.from_dense(module, mask=masks[name], backend=backend)
+    for names, module, mask, s in targets:
+        if mask is not None:
+            new = SparseLinear.from_dense(module, mask=mask, backend=backend)
         elif init == "magnitude":
             new = SparseLinear.from_dense(module, sparsity=s, backend=backend)
         else:
             in_f, out_f = _linear_dims(module)
             new = SparseLinear(in_f, out_f, bias=module.bias is not None, sparsity=s, backend=backend,
                                generator=generator, device=module.weight.device, dtype=module.weight.dtype)
-        _set_submodule(model, name, new)
-        swapped[name] = new
+        for name in names:  # a shared module stays shared
+            _set_submodule(model, name, new)
+            swapped[name] = new
     return swapped
+
+
+def _patterns(value, label):
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return [value]
+    try:
+        items = list(value)
+    except TypeError:
+        raise TypeError(f"{label} must be a pattern string or a list of them, got {type(value).__name__}") from None
+    if not all(isinstance(p, str) for p in items):
+        raise TypeError(f"{label} patterns must be strings, got {items!r}")
+    return items
 
 
 def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:

@@ -138,6 +138,11 @@ def csr_linear(x: torch.Tensor, crow_indices: torch.Tensor, col_indices: torch.T
         _ext.load()
         y = torch.ops.gnnsparse.csr_linear(x2, crow_indices, col_indices, values, bias, out_features)
     else:
+        # the reference does not bounds-check its indexing (a -1 column would wrap around)
+        from .formats import validate_csr
+
+        validate_csr(crow_indices, col_indices, values, (int(out_features), int(x2.shape[-1])),
+                     name="csr_linear", check_sorted=False)
         y = reference.csr_linear(x2, crow_indices, col_indices, values, bias, out_features)
     if x.dim() == 2:
         return y
@@ -151,20 +156,55 @@ def _register() -> None:
 
     ops = torch.ops.gnnsparse
 
-    # ---- fake (meta) kernels
+    # ---- fake (meta) kernels: the same shape/dtype/device rules as the C++ checks, so that a
+    # mix of meta and CPU tensors (e.g. a layer moved to "meta") raises instead of returning
+    # uninitialized memory, and torch.compile traces reject what eager would reject.
+    def _same_device(name, **tensors):
+        devs = {k: t.device for k, t in tensors.items() if t is not None}
+        first = next(iter(devs.values()))
+        torch._check(all(d == first for d in devs.values()),
+                     lambda: f"{name}: all tensors must be on one device, got "
+                             + ", ".join(f"{k}={d}" for k, d in devs.items()))
+
+    def _csr_fake_checks(name, crow, col, values, dtype, rows):
+        torch._check(crow.dtype == torch.int64 and col.dtype == torch.int64,
+                     lambda: f"{name}: crow_indices/col_indices must be int64, got {crow.dtype}/{col.dtype}")
+        torch._check(crow.dim() == 1 and col.dim() == 1, lambda: f"{name}: indices must be 1-D")
+        torch._check(crow.shape[0] == rows + 1,
+                     lambda: f"{name}: crow_indices must have length {rows} + 1, got {crow.shape[0]}")
+        if values is not None:
+            torch._check(values.dim() == 1 and values.shape[0] == col.shape[0],
+                         lambda: f"{name}: values must have shape [{col.shape[0]}], got {tuple(values.shape)}")
+            torch._check(values.dtype == dtype, lambda: f"{name}: values dtype {values.dtype} != {dtype}")
+
     @torch.library.register_fake("gnnsparse::csr_linear")
     def _csr_linear_fake(x, crow_indices, col_indices, values, bias, out_features):
         torch._check(x.dim() == 2, lambda: f"csr_linear: expected x to be 2-D, got {tuple(x.shape)}")
+        _same_device("csr_linear", x=x, crow_indices=crow_indices, col_indices=col_indices, values=values,
+                     bias=bias)
+        _csr_fake_checks("csr_linear", crow_indices, col_indices, values, x.dtype, out_features)
+        if bias is not None:
+            torch._check(bias.dim() == 1 and bias.shape[0] == out_features and bias.dtype == x.dtype,
+                         lambda: f"csr_linear: bias must be [{out_features}] {x.dtype}, got "
+                                 f"{tuple(bias.shape)} {bias.dtype}")
         return x.new_empty((x.shape[0], out_features))
 
     @torch.library.register_fake("gnnsparse::csr_linear_backward_input")
     def _csr_linear_backward_input_fake(grad_out, crow_indices, col_indices, values, in_features):
         torch._check(grad_out.dim() == 2, lambda: "csr_linear_backward_input: expected 2-D grad_out")
+        _same_device("csr_linear_backward_input", grad_out=grad_out, crow_indices=crow_indices,
+                     col_indices=col_indices, values=values)
+        _csr_fake_checks("csr_linear_backward_input", crow_indices, col_indices, values, grad_out.dtype,
+                         grad_out.shape[1])
         return grad_out.new_empty((grad_out.shape[0], in_features))
 
     @torch.library.register_fake("gnnsparse::csr_sddmm")
     def _csr_sddmm_fake(grad_out, x, crow_indices, col_indices):
         torch._check(x.dim() == 2 and grad_out.dim() == 2, lambda: "csr_sddmm: expected 2-D inputs")
+        torch._check(x.shape[0] == grad_out.shape[0] and x.dtype == grad_out.dtype,
+                     lambda: "csr_sddmm: x and grad_out must have the same number of rows and dtype")
+        _same_device("csr_sddmm", grad_out=grad_out, x=x, crow_indices=crow_indices, col_indices=col_indices)
+        _csr_fake_checks("csr_sddmm", crow_indices, col_indices, None, x.dtype, grad_out.shape[1])
         return x.new_empty((col_indices.shape[0],))
 
     @torch.library.register_fake("gnnsparse::bias_grad")

@@ -193,3 +193,79 @@ def test_sparsify_magnitude_keeps_forward_close_at_zero_sparsity():
 def test_public_api():
     assert gnnsparse.SparseLinear is SparseLinear
     assert gnnsparse.sparsify is sparsify
+
+
+def test_weight_views_write_through():
+    layer = SparseLinear(8, 6, sparsity=0.0)
+    nn.init.zeros_(layer.weight[:, :3])
+    w = layer.dense_weight()
+    assert torch.all(w[:, :3] == 0) and torch.all(w[:, 3:] != 0)
+    layer.weight[0].fill_(1.0)
+    assert torch.all(layer.dense_weight()[0] == 1)
+    layer.weight.data[1].zero_()
+    assert torch.all(layer.dense_weight()[1] == 0)
+    layer.weight.t().zero_()
+    assert torch.all(layer.values == 0)
+    w = layer.weight
+    w[2][3] = 7.0
+    assert layer.dense_weight()[2, 3] == 7.0
+    with torch.no_grad():
+        w = layer.weight
+        torch.add(w, 1.0, out=w)
+    assert layer.dense_weight()[2, 3] == 8.0
+
+
+def test_meta_layer_with_cpu_input_raises():
+    layer = SparseLinear(6, 8).to("meta")
+    with pytest.raises(RuntimeError, match="one device"):
+        layer(torch.ones(3, 6))
+
+
+def test_sparsify_input_checks_and_sharing():
+    # a single pattern string is one pattern, not a list of characters
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(64, 64)
+            self.b = nn.Linear(64, 64)
+
+    assert set(sparsify(Net(), 0.5, include="a")) == {"a"}
+    with pytest.raises(TypeError, match="include"):
+        sparsify(Net(), 0.5, include=[1])
+    with pytest.raises(ValueError, match="nope"):
+        sparsify(Net(), {"nope": 0.5})
+    with pytest.raises(ValueError, match="nope"):
+        sparsify(Net(), 0.5, masks={"nope": torch.ones(64, 64, dtype=torch.bool)})
+    with pytest.raises(ValueError, match="from_dense"):
+        sparsify(nn.Linear(64, 64), 0.5)
+    shared = nn.Linear(64, 64)
+    seq = nn.Sequential(shared, nn.ReLU(), shared)
+    swapped = sparsify(seq, 0.5)
+    assert set(swapped) == {"0", "2"} and seq[0] is seq[2] and isinstance(seq[0], SparseLinear)
+
+
+@pytest.mark.parametrize("kwargs, err", [
+    (dict(in_features=3.7, out_features=4), TypeError),
+    (dict(in_features="3", out_features=4), TypeError),
+    (dict(in_features=4, out_features=4, dtype=torch.float16), TypeError),
+    (dict(in_features=4, out_features=4, sparsity="0.5"), TypeError),
+])
+def test_constructor_rejects_bad_arguments(kwargs, err):
+    with pytest.raises(err):
+        SparseLinear(**kwargs)
+
+
+def test_numpy_sparsity_and_bad_forward_input():
+    import numpy as np
+
+    layer = SparseLinear(4, 4, sparsity=np.float32(0.5))
+    assert layer.nnz == 8
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        layer(np.ones((2, 4), dtype=np.float32))
+
+
+def test_torch_backend_validates_structure():
+    layer = SparseLinear(8, 4, sparsity=0.5, backend="torch")
+    layer.col_indices[0] = -1
+    with pytest.raises(ValueError, match="col_indices"):
+        layer(torch.randn(2, 8))
