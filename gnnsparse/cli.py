@@ -28,14 +28,34 @@ def _sparsity(text: str) -> float:
     return v
 
 
+def _int_in(lo: int, hi: int, what: str):
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be an integer, got {text!r}") from None
+        if not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"{what} must be in [{lo}, {hi}], got {v}")
+        return v
+    return parse
+
+
 def _positive(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return v
+    return _int_in(1, 2**31 - 1, "value")(text)
+
+
+def _float_in(lo: float, hi: float, what: str, hi_open: bool = False, lo_open: bool = False):
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be a number, got {text!r}") from None
+        ok = (lo < v if lo_open else lo <= v) and (v < hi if hi_open else v <= hi)
+        if not ok:
+            raise argparse.ArgumentTypeError(
+                f"{what} must be in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}, got {text}")
+        return v
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,13 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="target sparsities (fractions of zero weights)")
     c.add_argument("--model", choices=("sage", "gcn"), default=d.model, help="GraphSAGE (mean) or GCN encoder")
     c.add_argument("--epochs", type=_positive, default=d.epochs, help="E: epochs of dense and sparse training")
-    c.add_argument("--finetune-epochs", type=int, default=None,
+    c.add_argument("--finetune-epochs", type=_int_in(0, 2**31 - 1, "--finetune-epochs"), default=None,
                    help="train-and-prune fine-tuning epochs; unset: E // 2")
     c.add_argument("--batch-size", type=_positive, default=d.batch_size,
                    help="supervision items per step (positive pairs, plus as many negatives; or nodes)")
-    c.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
-    c.add_argument("--hidden", type=_positive, default=d.hidden, help="width of every layer")
-    c.add_argument("--seed", type=int, nargs="+", default=[d.seed],
+    c.add_argument("--lr", type=_float_in(0.0, 10.0, "--lr", lo_open=True), default=d.lr,
+                   help="Adam learning rate")
+    c.add_argument("--hidden", type=_int_in(3, 65536, "--hidden"), default=d.hidden, help="width of every layer")
+    c.add_argument("--seed", type=_int_in(0, 2**63 - 1, "--seed"), nargs="+", default=[d.seed],
                    help="seed(s): model init, batch order, training negatives and the evaluation negatives; "
                         "with several seeds the table shows mean±std")
     c.add_argument("--distribution", choices=("uniform", "erk"), default=d.distribution,
@@ -78,17 +99,39 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--grow", choices=("rigl", "set"), default=d.grow, help="sparse-training grow criterion")
     c.add_argument("--update-interval", type=_positive, default=d.update_interval,
                    help="ΔT: steps between mask updates")
-    c.add_argument("--drop-fraction", type=float, default=d.drop_fraction, help="α, initial drop fraction")
+    c.add_argument("--drop-fraction", type=_float_in(0.0, 1.0, "--drop-fraction", hi_open=True),
+                   default=d.drop_fraction, help="α, initial drop fraction")
     c.add_argument("--backend", choices=("cpu", "torch"), default=None,
                    help="sparse op backend; unset: C++ kernels when built")
-    c.add_argument("--threads", type=_positive, default=None, help="torch.set_num_threads; unset: torch's default")
+    c.add_argument("--threads", type=_int_in(1, 1024, "--threads"), default=None,
+                   help="torch.set_num_threads; unset: torch's default")
     c.add_argument("--json", default=None, help="write all result rows to this JSON file")
-    c.add_argument("--plot", default=None, help="write a PNG: metric vs sparsity and vs training FLOPs")
+    c.add_argument("--plot", default=None,
+                   help="write a PNG (.png is appended if missing): metric vs sparsity and vs training FLOPs")
     c.add_argument("--no-progress", action="store_true", help="no tqdm bar")
 
     ds = sub.add_parser("datasets", help="list registered datasets")
     ds.add_argument("--root", default=None)
     return p
+
+
+def _output_path(path: str | None, suffix: str | None = None) -> str | None:
+    """Check an output path before training (so a bad one fails in seconds, not after the run)."""
+    import os
+
+    if path is None:
+        return None
+    if suffix and not path.lower().endswith(suffix):
+        path += suffix
+    if os.path.isdir(path):
+        raise ValueError(f"output path {path} is a directory; give a file name")
+    parent = os.path.dirname(os.path.abspath(path)) or "."
+    probe = parent
+    while not os.path.exists(probe):  # the nearest existing ancestor must be a writable directory
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe) or not os.access(probe, os.W_OK):
+        raise ValueError(f"cannot write {path}: {probe} is not a writable directory")
+    return path
 
 
 def _compare(args) -> int:
@@ -97,6 +140,7 @@ def _compare(args) -> int:
 
     from . import report
     from .data import load_dataset
+    from .regimes import candidate_layers
     from .train import TrainConfig, make_task, run_dense, run_sparse_training, run_train_and_prune
 
     if args.threads:
@@ -107,28 +151,36 @@ def _compare(args) -> int:
                       grow=args.grow, update_interval=args.update_interval, drop_fraction=args.drop_fraction,
                       backend=args.backend)
     cfg.validate()
+    json_path, plot_path = _output_path(args.json), _output_path(args.plot, ".png")
     seeds = list(dict.fromkeys(args.seed))
     sparsities = sorted(set(args.sparsity))
     total_epochs = len(seeds) * (cfg.epochs + len(sparsities) * (cfg.epochs + cfg.finetune + cfg.epochs))
     rows = []
     bar = None
-    for seed in seeds:
-        data = load_dataset(args.dataset, root=args.root, task=args.task, seed=seed)
-        if bar is None:
-            print(data.describe())
-            if getattr(data, "note", ""):
-                print(f"note: {data.note}")
-            bar = tqdm(total=total_epochs, unit="epoch", disable=args.no_progress, dynamic_ncols=True)
-        task = make_task(data, cfg)
-        run_cfg = dataclasses.replace(cfg, seed=seed)
-        bar.set_description(f"seed {seed} dense")
-        rows.append(run_dense(task, run_cfg, bar))
-        for s in sparsities:
-            bar.set_description(f"seed {seed} train-and-prune {s:g}")
-            rows.append(run_train_and_prune(task, run_cfg, s, bar))
-            bar.set_description(f"seed {seed} sparse-training {s:g}")
-            rows.append(run_sparse_training(task, run_cfg, s, bar))
-    bar.close()
+    try:
+        for seed in seeds:
+            data = load_dataset(args.dataset, root=args.root, task=args.task, seed=seed)
+            task = make_task(data, cfg)
+            if bar is None:
+                print(data.describe())
+                if getattr(data, "note", ""):
+                    print(f"note: {data.note}")
+                shapes, _ = candidate_layers(task.build_model(cfg), cfg.min_numel)
+                if sparsities and not shapes:
+                    raise ValueError(f"no layer can be sparsified: every Linear layer of this model has fewer "
+                                     f"than {cfg.min_numel} weights (raise --hidden)")
+                bar = tqdm(total=total_epochs, unit="epoch", disable=args.no_progress, dynamic_ncols=True)
+            run_cfg = dataclasses.replace(cfg, seed=seed)
+            bar.set_description(f"seed {seed} dense")
+            rows.append(run_dense(task, run_cfg, bar))
+            for s in sparsities:
+                bar.set_description(f"seed {seed} train-and-prune {s:g}")
+                rows.append(run_train_and_prune(task, run_cfg, s, bar))
+                bar.set_description(f"seed {seed} sparse-training {s:g}")
+                rows.append(run_sparse_training(task, run_cfg, s, bar))
+    finally:
+        if bar is not None:
+            bar.close()  # so an error message starts on its own line
     grow = "RigL" if cfg.grow == "rigl" else "SET"
     print(f"\n{data.name}: {task.kind} prediction, model={cfg.model}, seeds={','.join(map(str, seeds))}, "
           f"E={cfg.epochs}, fine-tune={cfg.finetune}, distribution={cfg.distribution}, pruning={cfg.pruning} "
@@ -137,29 +189,27 @@ def _compare(args) -> int:
     kept = {f"{layer['name']} ({layer['kind'].split(': ', 1)[1].rstrip(')')})" for r in rows
             for layer in r["layers"] if layer["kind"].startswith("dense (kept")}
     print("measured = structural sparsity over the sparsified Linear weights; "
-          "FLOPs executed in training (multiply+add = 2); seconds = training steps only"
+          "FLOPs executed in training (multiply+add = 2); seconds = training steps only; "
+          "best ep = selected epoch (0-based, counted over all phases)"
           + ("; mean±std over seeds." if len(seeds) > 1 else "."))
     if kept:
         print(f"kept dense, not counted in measured: {', '.join(sorted(kept))}")
     payload = {"dataset": data.name, "task": task.kind, "describe": data.describe(), "seeds": seeds,
                "note": getattr(data, "note", ""), "config": rows[0]["config"], "rows": rows}
-    if args.json:
-        report.write_json(args.json, payload)
-        print(f"wrote {args.json}")
-    if args.plot:
-        report.plot(args.plot, rows, task.kind,
+    if json_path:
+        report.write_json(json_path, payload)
+        print(f"wrote {json_path}")
+    if plot_path:
+        report.plot(plot_path, rows, task.kind,
                     title=f"{data.name} ({cfg.model}, seeds {','.join(map(str, seeds))})")
-        print(f"wrote {args.plot}")
+        print(f"wrote {plot_path}")
     return 0
 
 
 def _datasets(args) -> int:
     from .data import REGISTRY, ALIASES, resolve_root
 
-    try:
-        root = resolve_root(args.root)
-    except ValueError as e:
-        root = f"(not found: {e})"
+    root = resolve_root(args.root)  # DataError (exit 2) when it does not exist
     print(f"data root: {root}")
     for name, spec in REGISTRY.items():
         print(f"  {name:20s} {spec.task:5s} {spec.description}")
@@ -189,6 +239,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "compare":
             return _compare(args)
         return _datasets(args)
+    except MemoryError:
+        print("gnnsparse: error: out of memory (try a smaller --hidden or --batch-size, or a smaller graph)",
+              file=sys.stderr)
+        return 2
     except (ValueError, OSError) as e:  # DataError is a ValueError
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         print(f"gnnsparse: error: {msg}", file=sys.stderr)

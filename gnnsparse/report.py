@@ -70,8 +70,11 @@ def format_table(rows: list[dict], task: str) -> str:
 def write_json(path: str, payload: dict) -> None:
     """Write ``payload`` as JSON atomically (temp file + rename)."""
     d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, suffix=".json.tmp")
+    try:
+        os.makedirs(d, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=d, suffix=".json.tmp")
+    except OSError as e:
+        raise OSError(f"cannot write {path}: {e.strerror}") from None
     try:
         with os.fdopen(fd, "w") as f:
             json.dump(payload, f, indent=2, default=float)

@@ -316,6 +316,9 @@ def _run_phase(model, task, optimizer, phase: _Phase, state: _RunState, gen: tor
                 phase.before(state.step)
             optimizer.zero_grad(set_to_none=True)
             loss = task.loss(model, batch)
+            if not torch.isfinite(loss):
+                raise ValueError(f"training diverged in phase '{phase.name}' at step {state.step}: loss is "
+                                 f"{loss.item()} (lower the learning rate)")
             loss.backward()
             optimizer.step()
             extra = phase.after(state.step) if phase.after else 0

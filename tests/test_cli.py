@@ -105,3 +105,63 @@ def test_output_layer_stays_dense_and_json_is_readable(tmp_path, capsys):
         assert r["measured_sparsity"] == pytest.approx(0.99, abs=1e-4)
     assert "classifier (output layer)" in out
     assert oct(js.stat().st_mode & 0o777) != oct(0o600)
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--seed", "-1"], "--seed"),
+    (["--lr", "inf"], "--lr"),
+    (["--lr", "0"], "--lr"),
+    (["--threads", "30000"], "--threads"),
+    (["--hidden", "3000000"], "--hidden"),
+    (["--drop-fraction", "1.5"], "--drop-fraction"),
+    (["--epochs", "0"], "must be in"),
+    (["--sparsity", "nan"], "sparsity"),
+])
+def test_bad_options_exit_2_naming_the_option(argv, needle, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["compare", "--no-progress", *argv])
+    assert e.value.code == 2
+    assert needle in capsys.readouterr().err
+
+
+def test_bad_output_paths_fail_before_training(tmp_path, capsys):
+    code, out, err = _run(["compare", "--dataset", "ia-enron-employees", "--json", str(tmp_path),
+                           "--no-progress"], capsys)
+    assert code == 2 and "is a directory" in err and "train" not in out
+    f = tmp_path / "file"
+    f.write_text("x")
+    code, out, err = _run(["compare", "--dataset", "ia-enron-employees", "--json", str(f / "r.json"),
+                           "--no-progress"], capsys)
+    assert code == 2 and "not a writable directory" in err
+
+
+def test_plot_suffix_appended(tmp_path, capsys):
+    code, out, err = _run(["compare", "--dataset", "ia-enron-employees", "--sparsity", "0.5", "--epochs", "1",
+                           "--plot", str(tmp_path / "fig"), "--no-progress"], capsys)
+    assert code == 0, err
+    assert (tmp_path / "fig.png").is_file() and f"wrote {tmp_path / 'fig.png'}" in out
+
+
+def test_too_small_model_fails_early(capsys):
+    code, out, err = _run(["compare", "--dataset", "ia-enron-employees", "--hidden", "16", "--no-progress"],
+                          capsys)
+    assert code == 2 and "--hidden" in err and "regime" not in out
+
+
+def test_divergence_is_a_clear_error():
+    from gnnsparse.data import load_dataset
+    from gnnsparse.train import LinkTask, TrainConfig, run_sparse_training
+
+    class Diverging(LinkTask):
+        def loss(self, model, batch):
+            return super().loss(model, batch) * float("nan")
+
+    cfg = TrainConfig(epochs=1, batch_size=256)
+    task = Diverging(load_dataset("ia-enron-employees"), cfg.batch_size, "mean")
+    with pytest.raises(ValueError, match="diverged in phase 'sparse' at step 1"):
+        run_sparse_training(task, cfg, 0.5)
+
+
+def test_datasets_missing_root_exit_2(tmp_path, capsys):
+    code, out, err = _run(["datasets", "--root", str(tmp_path / "nope")], capsys)
+    assert code == 2 and "nope" in err
