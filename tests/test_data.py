@@ -6,6 +6,7 @@ The data is required: if it is missing these tests fail (they never skip).
 from __future__ import annotations
 
 import gzip
+import os
 import sys
 import tempfile
 import time
@@ -529,3 +530,237 @@ def test_roundtrip(rows, gz, comments, nr, sep):
     assert e.num_nodes == np.unique(np.concatenate((src, dst))).size
     line_of_row = [i + 1 for i, line in enumerate(lines) if not line.startswith(c)]
     assert e.line_numbers.tolist() == line_of_row
+
+
+# --------------------------------------------------------------------------
+# adversarial inputs: one clear DataError each, never another exception type
+# --------------------------------------------------------------------------
+
+
+def _one_line_error(exc_info, *needles) -> str:
+    msg = str(exc_info.value)
+    assert exc_info.type is DataError and "\n" not in msg, msg
+    for needle in needles:
+        assert str(needle) in msg, (needle, msg)
+    return msg
+
+
+def _fake_root(tmp_path: Path, edges: bytes, labels: bytes = None, rel: str = "snap/email-Eu-core.txt.gz") -> Path:
+    """A data root with the registry's layout; bytes are written as given."""
+    root = tmp_path / "root"
+    p = root / rel
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_bytes(edges)
+    if labels is not None:
+        (root / LABELS_FILE).write_bytes(labels)
+    return root
+
+
+_GZ_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+
+
+def test_corrupt_and_truncated_gzip(tmp_path):
+    good = gzip.compress(("".join(f"{i} {i + 1} {i}\n" for i in range(2000))).encode())
+    cases = {
+        "invalid_block.txt.gz": _GZ_HEADER + b"\xff" * 64,    # zlib.error: invalid block type
+        "truncated.txt.gz": good[: len(good) // 2],             # EOFError
+        "header_only.txt.gz": _GZ_HEADER,
+        "bad_crc.txt.gz": good[:-8] + b"\x00\x00\x00\x00" + good[-4:],
+        "bad_method.txt.gz": b"\x1f\x8b\x07" + good[3:],        # unknown compression method
+    }
+    for fname, blob in cases.items():
+        p = tmp_path / fname
+        p.write_bytes(blob)
+        with pytest.raises(DataError) as ei:
+            read_edges(p)
+        _one_line_error(ei, p, "not a valid gzip file", "corrupt or truncated gzip")
+        with pytest.raises(DataError) as ei:
+            load_dataset(p)
+        _one_line_error(ei, p, "gzip")
+    root = _fake_root(tmp_path, _GZ_HEADER + b"\xff" * 64, gzip.compress(b"0 1\n"))
+    with pytest.raises(DataError) as ei:
+        load_dataset("email-eu", root=root)
+    _one_line_error(ei, root / "snap/email-Eu-core.txt.gz", "gzip")
+    root = _fake_root(tmp_path, gzip.compress(b"0 1\n1 2\n"), good[:100])
+    with pytest.raises(DataError) as ei:
+        load_dataset("email-eu", root=root)
+    _one_line_error(ei, root / LABELS_FILE, "gzip")
+
+
+def _node_files(edges_text: str, labels_text: str):
+    return gzip.compress(edges_text.encode()), gzip.compress(labels_text.encode())
+
+
+def test_node_data_huge_labels_and_ids(tmp_path):
+    big = 10**12
+    # ring of 12 nodes with one huge id; labels are huge and sparse values
+    ids = list(range(11)) + [big]
+    edges = "".join(f"{ids[i]} {ids[(i + 1) % 12]}\n" for i in range(12)) + f"{big} {big}\n"
+    label_of = {i: (1000000000000 if i % 2 else 7) for i in ids}
+    label_of[3] = 5  # a class with a single member
+    labels = "".join(f"{i} {label_of[i]}\n" for i in ids)
+    root = _fake_root(tmp_path, *_node_files(edges, labels))
+    d = load_dataset("email-eu", root=root)
+    assert isinstance(d, NodeData)
+    assert d.num_nodes == 12 and d.node_ids.tolist() == ids
+    assert d.label_values.tolist() == [5, 7, 1000000000000] and d.num_classes == 3
+    assert d.y.shape == (12,) and int(d.y.min()) >= 0 and int(d.y.max()) == 2
+    assert torch.equal(torch.from_numpy(d.label_values)[d.y], torch.tensor([label_of[i] for i in ids]))
+    assert d.stats["self_loops_dropped"] == 1 and d.stats["unique_edges"] == 12
+    assert d.edge_index.shape == (2, 24) and int(d.edge_index.max()) == 11
+    assert d.adjacency("gcn").shape == (12, 12)
+    assert int(d.val_mask.sum()) == int(d.test_mask.sum()) == 2
+    # a labelled node absent from the edges is an isolated node; a huge id costs nothing
+    labels2 = labels + f"{2**62} 7\n"
+    d2 = load_dataset("email-eu", root=_fake_root(tmp_path, *_node_files(edges, labels2)))
+    assert d2.num_nodes == 13 and d2.node_ids[-1] == 2**62 and int(d2.degree[-1]) == 0
+    assert int(d2.y[-1]) == 1  # label 7 is class 1
+
+
+def test_email_eu_ids_and_labels_kept(root):
+    d = load_dataset("email-eu")
+    assert np.array_equal(d.node_ids, np.arange(1005)) and d.num_nodes == 1005
+    assert np.array_equal(d.label_values, np.arange(42)) and d.num_classes == 42
+
+
+def test_integer_token_syntax(tmp_path):
+    p = _write(tmp_path / "us.txt", "1 2 3\n1_0 5 6\n")
+    with pytest.raises(DataError) as ei:
+        read_edges(p)
+    _one_line_error(ei, p, "line 2", "'1_0'")
+    p = _write(tmp_path / "us_t.txt", "1 2 3\n4 5 6\n7 8 1_000\n")
+    with pytest.raises(DataError) as ei:
+        load_dataset(p)
+    _one_line_error(ei, p, "line 3", "'1_000'")
+    p = _write(tmp_path / "us_w.edges", "% c\n1 2 0.5 1\n2 3 1_0.5 2\n")
+    with pytest.raises(DataError) as ei:
+        read_edges(p)
+    _one_line_error(ei, p, "line 3", "not a number")
+    # an underscore in a comment is fine
+    assert read_edges(_write(tmp_path / "c.txt", "# my_graph\n1 2\n")).num_lines == 1
+    for text, line in (("1 2 3\n9223372036854775808 1 4\n", 2),
+                       ("1 2 3\n4 5 9223372036854775808\n", 2),
+                       ("1 2 -9223372036854775809\n", 1),
+                       ("1 2 3\n1 " + "9" * 5000 + " 3\n", 2)):
+        p = _write(tmp_path / "range.txt", text)
+        with pytest.raises(DataError) as ei:
+            read_edges(p)
+        msg = _one_line_error(ei, p, f"line {line}", "out of the int64 range")
+        assert "not an integer" not in msg and len(msg) < 500
+    e = read_edges(_write(tmp_path / "max.txt", f"1 2 {2**63 - 1}\n3 4 {-2**63}\n"))
+    assert e.t.tolist() == [2**63 - 1, -2**63]
+    p = _write(tmp_path / "neg.txt", "1 2\n-1 2\n")
+    with pytest.raises(DataError) as ei:
+        read_edges(p)
+    _one_line_error(ei, p, "line 2", "negative")
+    p = _write(tmp_path / "lab.txt", "0 1\n1 2_0\n")
+    with pytest.raises(DataError) as ei:
+        read_snap_labels(p)
+    _one_line_error(ei, p, "line 2", "'2_0'")
+
+
+def test_directory_or_special_file_as_dataset(tmp_path):
+    d = tmp_path / "graph.txt"
+    d.mkdir()
+    for call in (lambda: load_dataset(d), lambda: load_dataset(str(d)), lambda: read_edges(d)):
+        with pytest.raises(DataError) as ei:
+            call()
+        msg = _one_line_error(ei, "is a directory, not an edge file")
+        assert "not found" not in msg
+    root = tmp_path / "root"
+    (root / "snap" / "CollegeMsg.txt.gz").mkdir(parents=True)
+    with pytest.raises(DataError) as ei:
+        load_dataset("collegemsg", root=root)
+    _one_line_error(ei, root / "snap" / "CollegeMsg.txt.gz", "is a directory")
+    if hasattr(os, "mkfifo"):  # a FIFO would block on open(): refused before
+        fifo = tmp_path / "fifo.txt"
+        os.mkfifo(fifo)
+        with pytest.raises(DataError) as ei:
+            load_dataset(fifo)
+        _one_line_error(ei, fifo, "not a regular file")
+
+
+def test_dense_graph_error_names_file(tmp_path):
+    k5 = "".join(f"{u} {v}\n" for u in range(5) for v in range(u + 1, 5))
+    p = _write(tmp_path / "k5.txt", k5)
+    with pytest.raises(DataError) as ei:
+        load_dataset(p)
+    _one_line_error(ei, p, "negative sampling")
+
+
+def test_binary_or_utf16_file(tmp_path):
+    text = "0 1 5\n1 2 6\n2 3 7\n"
+    for enc in ("utf-16", "utf-16-le", "utf-32"):
+        p = tmp_path / f"g_{enc}.txt"
+        p.write_bytes(text.encode(enc))
+        with pytest.raises(DataError) as ei:
+            read_edges(p)
+        _one_line_error(ei, p, "line 1:", "not a UTF-8/ASCII text")
+        pz = tmp_path / f"g_{enc}.txt.gz"
+        pz.write_bytes(gzip.compress(text.encode(enc)))
+        with pytest.raises(DataError) as ei:
+            load_dataset(pz)
+        _one_line_error(ei, pz, "line 1:", "UTF-8")
+    p = tmp_path / "nul.txt"
+    p.write_bytes(b"0 1\n1 2\n2\x003\n")
+    with pytest.raises(DataError) as ei:
+        read_edges(p)
+    _one_line_error(ei, p, "line 3:", "NUL")
+    p = tmp_path / "latin1.txt"
+    p.write_bytes("# caf\xe9\n0 1\n1 2\xe9\n".encode("latin-1"))
+    with pytest.raises(DataError) as ei:
+        read_edges(p)
+    _one_line_error(ei, p, "line 3:", "0xe9", "UTF-8")
+    # non-ASCII comments (UTF-8, or undecodable Latin-1) are tolerated
+    p = tmp_path / "comments.txt"
+    p.write_bytes("# café\n0 1\n".encode() + "# caf\xe9\n1 2\n".encode("latin-1"))
+    assert read_edges(p).num_lines == 2
+    root = _fake_root(tmp_path, gzip.compress(b"0 1\n1 2\n"), gzip.compress("0 1\n1 2\n".encode("utf-16")))
+    with pytest.raises(DataError) as ei:
+        load_dataset("email-eu", root=root)
+    _one_line_error(ei, root / LABELS_FILE, "line 1:", "UTF-8")
+
+
+def test_node_task_needs_a_class_of_three(tmp_path):
+    edges = "".join(f"{i} {(i + 1) % 8}\n" for i in range(8))
+    labels = "".join(f"{i} {i // 2}\n" for i in range(8))  # 4 classes of 2
+    root = _fake_root(tmp_path, *_node_files(edges, labels))
+    with pytest.raises(DataError) as ei:
+        load_dataset("email-eu", root=root)
+    _one_line_error(ei, root / LABELS_FILE, "no class of", "has >= 3 members",
+                    "validation/test would be empty")
+    labels = "".join(f"{i} {0 if i < 3 else i}\n" for i in range(8))  # one class of 3 suffices
+    d = load_dataset("email-eu", root=_fake_root(tmp_path, *_node_files(edges, labels)))
+    assert int(d.val_mask.sum()) == int(d.test_mask.sum()) == 1 and int(d.train_mask.sum()) == 6
+    with pytest.raises(DataError, match="validation/test would be empty"):
+        NodeData(read_snap_edges(_write(tmp_path / "e.txt", edges)), np.arange(2), np.arange(2))
+
+
+def test_link_task_needs_seven_pairs(tmp_path):
+    for n_pairs in range(0, 7):
+        text = "".join(f"{i} {i + 1} {i}\n" for i in range(n_pairs)) + "9 9 100\n"
+        p = _write(tmp_path / f"p{n_pairs}.txt", text)
+        with pytest.raises(DataError) as ei:
+            load_dataset(p)
+        _one_line_error(ei, p, "at least 7", "validation/test would be empty")
+    d = load_dataset(_write(tmp_path / "p7.txt", "".join(f"{i} {i + 1} {i}\n" for i in range(7))))
+    assert (d.stats["n_train"], d.stats["n_val"], d.stats["n_test"]) == (5, 1, 1)
+    assert d.val_neg.shape == d.test_neg.shape == (2, 1)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(blob=st.binary(max_size=200), gz=st.sampled_from(["plain", "gzip", "cut"]),
+       nr=st.booleans())
+def test_arbitrary_bytes_only_raise_data_error(blob, gz, nr):
+    if gz == "gzip":
+        blob = gzip.compress(blob)
+    elif gz == "cut":
+        blob = gzip.compress(blob)[: max(2, len(blob) // 2)]
+    with tempfile.TemporaryDirectory() as tmp:
+        p = Path(tmp) / ("g.edges" if nr else "g.txt")
+        p.write_bytes(blob)
+        for call in (lambda: read_edges(p), lambda: load_dataset(p), lambda: read_snap_labels(p)):
+            try:
+                call()
+            except DataError as exc:
+                assert "\n" not in str(exc) and str(p) in str(exc), str(exc)

@@ -21,7 +21,11 @@ SNAP labels
     ``node label`` per line (``email-Eu-core-department-labels``).
 
 Every data line of a file must have the same number of columns.  Node ids
-(and labels) must be non-negative integers.  Violations raise
+(and labels) must be non-negative integers.  Integers are plain decimal
+(``[+-]?[0-9]+``; ``1_0`` is refused) within int64.  Files must be regular
+files holding ASCII/UTF-8 text (NUL bytes, UTF-16 and undecodable bytes
+outside comment lines are refused); a corrupt or truncated ``.gz`` is
+refused as such.  Violations raise
 :class:`~gnnsparse.data.errors.DataError` naming the file and the 1-based line
 number; a file without any data line raises ``DataError`` naming the file.
 """
@@ -30,6 +34,9 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
+import stat
+import zlib
 from itertools import compress
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +55,7 @@ __all__ = [
     "read_snap_labels",
     "read_edges",
     "compact_ids",
+    "check_regular_file",
 ]
 
 PathLike = Union[str, os.PathLike]
@@ -84,19 +92,90 @@ class IntTable:
         return int(self.line_numbers.shape[0])
 
 
-def _read_bytes(path: Path) -> bytes:
+def _oneline(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def check_regular_file(path: Path, kind: str = "a data file") -> None:
+    """Raise :class:`DataError` unless ``path`` is an existing regular file.
+
+    ``kind`` names what was expected (``"an edge file"``, ``"a label file"``);
+    a directory, FIFO or device is refused before it is opened (reading a
+    FIFO or ``/dev/zero`` would hang).
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: cannot read file ({_oneline(exc)})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise DataError(f"{path} is a directory, not {kind}")
+    if not stat.S_ISREG(st.st_mode):
+        raise DataError(f"{path} is not a regular file (expected {kind})")
+
+
+def _read_bytes(path: Path, kind: str = "a data file") -> bytes:
+    check_regular_file(path, kind)
     try:
         with open(path, "rb") as fh:
             head = fh.read(2)
             fh.seek(0)
             if head == b"\x1f\x8b":
-                with gzip.open(fh) as gz:
-                    return gz.read()
+                try:
+                    with gzip.open(fh) as gz:
+                        return gz.read()
+                except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+                    raise DataError(
+                        f"{path}: not a valid gzip file (corrupt or truncated gzip data: {_oneline(exc)})"
+                    ) from None
             return fh.read()
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
-    except (OSError, EOFError) as exc:  # corrupt gzip, permission, ...
-        raise DataError(f"{path}: cannot read file ({exc})") from None
+    except OSError as exc:  # permission, I/O error, ...
+        raise DataError(f"{path}: cannot read file ({_oneline(exc)})") from None
+
+
+def _check_text(data: bytes, arr: np.ndarray, newlines: np.ndarray, path: Path,
+                comment: bytes, kind: str) -> None:
+    """Refuse binary / non-UTF-8 input (UTF-16, compressed, ...), naming the line.
+
+    Fast path: no NUL byte and the bytes are ASCII or valid UTF-8.  Otherwise
+    (error path) the first offending line is located: a NUL byte anywhere, or
+    bytes that do not decode as UTF-8 outside comment lines (a Latin-1 comment
+    is tolerated).
+    """
+    nul = data.find(b"\x00")
+    if nul < 0 and data.isascii():
+        return
+    bad_line, what = None, ""
+    if nul >= 0:
+        bad_line, what = int(np.searchsorted(newlines, nul)), "NUL byte"
+    try:
+        data.decode("utf-8")
+        utf8_ok = True
+    except UnicodeDecodeError:
+        utf8_ok = False
+    if not utf8_ok:
+        lines = np.unique(np.searchsorted(newlines, np.flatnonzero(arr >= 0x80)))
+        if bad_line is not None:
+            lines = lines[lines < bad_line]
+        for ln in lines.tolist():
+            lo = int(newlines[ln - 1]) + 1 if ln > 0 else 0
+            hi = int(newlines[ln]) if ln < newlines.size else len(data)
+            line = data[lo:hi]
+            try:
+                line.decode("utf-8")
+                continue
+            except UnicodeDecodeError as exc:
+                stripped = line.lstrip(b" \t\n\v\f\r")
+                if stripped and stripped[0] in comment:
+                    continue
+                bad_line, what = ln, f"undecodable byte 0x{line[exc.start]:02x}"
+                break
+    if bad_line is not None:
+        noun = kind.split(" ", 1)[-1]
+        raise DataError(f"{path}: line {bad_line + 1}: {what}; not a UTF-8/ASCII text {noun}")
 
 
 def _first_bad_token(tokens: Sequence[bytes], parse) -> int:
@@ -110,10 +189,15 @@ def _first_bad_token(tokens: Sequence[bytes], parse) -> int:
 
 
 def _parse_int(tok: bytes) -> int:
+    if not _INT_RE.fullmatch(tok):  # int() would also take "1_0"
+        raise ValueError(tok)
     v = int(tok)
     if not -(2**63) <= v < 2**63:
         raise OverflowError(tok)
     return v
+
+
+_INT_RE = re.compile(rb"[+-]?[0-9]+")
 
 
 def read_table(
@@ -123,6 +207,7 @@ def read_table(
     ncols: Sequence[int] = (2, 3),
     float_ok: Sequence[int] = (),
     nonneg: Sequence[int] = (0, 1),
+    kind: str = "a data file",
 ) -> IntTable:
     """Parse a whitespace separated numeric table, vectorized.
 
@@ -137,12 +222,19 @@ def read_table(
         Columns that may hold non-integer numbers (parsed as float64 then).
     nonneg:
         Columns that must be non-negative (node ids, labels).
+    kind:
+        What the file should be, for messages (``"an edge file"``).
+
+    Integers are plain decimal (``[+-]?[0-9]+``, no ``_`` separators) within
+    int64; the file must be ASCII/UTF-8 text (no NUL bytes).
     """
     path = Path(path)
-    data = _read_bytes(path)
+    data = _read_bytes(path, kind)
     arr = np.frombuffer(data, dtype=np.uint8)
     if arr.size == 0:
         raise DataError(f"{path}: empty file (no data lines)")
+    newlines = np.flatnonzero(arr == 10)
+    _check_text(data, arr, newlines, path, comment, kind)
 
     # Token starts: a non-blank byte preceded by a blank (or at offset 0).
     # "Blank" is exactly what bytes.split() splits on, so the i-th token of
@@ -152,11 +244,15 @@ def read_table(
     start[0] = not blank[0]
     np.greater(blank[:-1], blank[1:], out=start[1:])
     tok_pos = np.flatnonzero(start)
-    newlines = np.flatnonzero(arr == 10)
     tok_line = np.searchsorted(newlines, tok_pos)  # 0-based line of token
     n_lines = newlines.size + 1
     tokens = data.split()
     assert len(tokens) == tok_pos.size, "token bookkeeping mismatch"
+    # Tokens holding "_" (Python's int()/float() would accept "1_0" as 10).
+    tok_underscore = None
+    if b"_" in data:
+        tok_underscore = np.zeros(tok_pos.size, dtype=bool)
+        tok_underscore[np.searchsorted(tok_pos, np.flatnonzero(arr == 95), side="right") - 1] = True
 
     # Comment lines: first token of the line starts with a comment character.
     if tok_pos.size and any(c in data for c in comment):
@@ -171,6 +267,8 @@ def read_table(
             keep_tok = ~line_is_comment[tok_line]
             tokens = list(compress(tokens, keep_tok.tolist()))
             tok_line = tok_line[keep_tok]
+            if tok_underscore is not None:
+                tok_underscore = tok_underscore[keep_tok]
 
     if tok_line.size == 0:
         raise DataError(f"{path}: empty file (no data lines)")
@@ -199,6 +297,12 @@ def read_table(
     errors = []  # (row, message)
     for j in range(k):
         col_tokens = tokens[j::k]
+        if tok_underscore is not None:
+            under = tok_underscore[j::k]
+            if under.any():
+                row = int(np.argmax(under))
+                noun = "a number" if j in float_ok else "an integer"
+                errors.append((row, f"not {noun}: {_tok(col_tokens[row])} ('_' separators are not allowed)"))
         col, err = _parse_column(col_tokens, allow_float=j in float_ok)
         if err is not None:
             errors.append(err)
@@ -217,6 +321,9 @@ def read_table(
 
 
 def _tok(tok: bytes) -> str:
+    """The token for a message, quoted; long tokens are shortened."""
+    if len(tok) > 40:
+        return repr(tok[:30].decode("ascii", "backslashreplace")) + f"... ({len(tok)} characters)"
     return repr(tok.decode("ascii", "backslashreplace"))
 
 
@@ -237,8 +344,11 @@ def _parse_column(col_tokens, allow_float: bool):
             row = int(np.argmin(finite))
             return None, (row, f"not a finite number: {_tok(col_tokens[row])}")
         return col, None
-    row = _first_bad_token(col_tokens, _parse_int)
-    return None, (row, f"not an integer: {_tok(col_tokens[row])}")
+    row = max(_first_bad_token(col_tokens, _parse_int), 0)
+    tok = col_tokens[row]
+    if _INT_RE.fullmatch(tok):
+        return None, (row, f"integer {_tok(tok)} is out of the int64 range")
+    return None, (row, f"not an integer: {_tok(tok)}")
 
 
 # --------------------------------------------------------------------------
@@ -322,7 +432,7 @@ def _edges_from_columns(table: IntTable, *, t, weight, sign) -> TemporalEdges:
 
 def read_snap_edges(path: PathLike) -> TemporalEdges:
     """Read a SNAP edge list ``src dst [t]`` (plain or gzip, ``#`` comments)."""
-    table = read_table(path, comment=b"#", ncols=(2, 3))
+    table = read_table(path, comment=b"#", ncols=(2, 3), kind="an edge file")
     t = table.columns[2] if table.num_columns == 3 else None
     return _edges_from_columns(table, t=t, weight=None, sign=None)
 
@@ -338,7 +448,7 @@ def read_network_repository_edges(path: PathLike, value: str = "auto") -> Tempor
     """
     if value not in ("auto", "weight", "sign"):
         raise ValueError(f"value must be 'auto', 'weight' or 'sign', got {value!r}")
-    table = read_table(path, comment=b"%", ncols=(2, 3, 4), float_ok=(2,))
+    table = read_table(path, comment=b"%", ncols=(2, 3, 4), float_ok=(2,), kind="an edge file")
     k = table.num_columns
     third = table.columns[2] if k >= 3 else None
     t = table.columns[3] if k == 4 else None
@@ -364,7 +474,7 @@ def read_snap_labels(path: PathLike):
     Both are int64 arrays in file order with the original ids; ids and labels
     must be non-negative and each id may appear only once.
     """
-    table = read_table(path, comment=b"#", ncols=(2,), nonneg=(0, 1))
+    table = read_table(path, comment=b"#", ncols=(2,), nonneg=(0, 1), kind="a label file")
     ids, labels = table.columns
     uniq, first, counts = np.unique(ids, return_index=True, return_counts=True)
     if (counts > 1).any():

@@ -14,7 +14,13 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Union
 
 from .errors import DataError
-from .readers import read_edges, read_network_repository_edges, read_snap_edges, read_snap_labels
+from .readers import (
+    check_regular_file,
+    read_edges,
+    read_network_repository_edges,
+    read_snap_edges,
+    read_snap_labels,
+)
 from .splits import LinkData, NodeData
 
 __all__ = [
@@ -169,10 +175,23 @@ def dataset_files(name: str, root=None) -> Tuple[Path, ...]:
     spec, _ = get_spec(name)
     base = resolve_root(root)
     paths = tuple(base / f for f in spec.files)
-    for p in paths:
-        if not p.is_file():
+    for i, p in enumerate(paths):
+        if _missing(p):
             raise DataError(f"dataset {spec.name!r}: file not found: {p} (data root {base}); {_ROOT_HINT}")
+        check_regular_file(p, "an edge file" if i == 0 else "a label file")
     return paths
+
+
+def _missing(p: Path) -> bool:
+    """True when nothing is at ``p``; other stat problems are left to
+    :func:`check_regular_file`, which names them."""
+    try:
+        os.stat(p)
+    except (FileNotFoundError, NotADirectoryError):
+        return True
+    except (OSError, ValueError):
+        return False
+    return False
 
 
 def _looks_like_path(s: str) -> bool:
@@ -218,11 +237,12 @@ def load_dataset(
         if spec.labels is None:
             raise DataError(f"dataset {spec.name!r} has no node labels; task='node' needs email-eu")
         ids, labels = read_snap_labels(paths[1])
-        return NodeData(edges, ids, labels, name=display, seed=seed, note=note)
+        return NodeData(edges, ids, labels, name=display, seed=seed, note=note, labels_path=paths[1])
 
     path = Path(s).expanduser()
-    if not path.is_file():
+    if _missing(path):
         raise DataError(f"file not found: {path.resolve()} (give a registry name: {', '.join(known_names())})")
+    check_regular_file(path, "an edge file")
     if task == "node":
         raise DataError(f"{path}: task='node' needs node labels; only the registry dataset 'email-eu' has them")
     name = path.name

@@ -57,7 +57,7 @@ def _codes_to_pairs(codes: np.ndarray, n: int) -> torch.Tensor:
 
 
 def sample_negative_pairs(
-    num_nodes: int, k: int, exclude_codes: np.ndarray, rng: np.random.Generator
+    num_nodes: int, k: int, exclude_codes: np.ndarray, rng: np.random.Generator, *, source: str = ""
 ) -> np.ndarray:
     """Sample ``k`` distinct unordered non-self pairs, uniformly, not excluded.
 
@@ -66,8 +66,10 @@ def sample_negative_pairs(
     all candidates and draw without replacement; larger ones use vectorized
     rejection sampling (``u, v`` i.i.d. uniform, reject ``u == v``,
     canonicalize, reject excluded and repeated codes; only the rounds loop).
-    Raises :class:`DataError` if fewer than ``k`` candidates exist.
+    Raises :class:`DataError` (prefixed with ``source``, e.g. the file) if
+    fewer than ``k`` candidates exist.
     """
+    where = f"{source}: " if source else ""
     n = int(num_nodes)
     k = int(k)
     if k == 0:
@@ -77,7 +79,7 @@ def sample_negative_pairs(
     available = total - exclude.size
     if available < k:
         raise DataError(
-            f"graph too small/dense for negative sampling: need {k} non-edge pairs, "
+            f"{where}graph too small/dense for negative sampling: need {k} non-edge pairs, "
             f"only {max(available, 0)} exist among {n} nodes"
         )
     if total <= _ENUMERATE_LIMIT:
@@ -99,7 +101,7 @@ def sample_negative_pairs(
         got = merged[np.sort(first)]
         if got.size >= k:
             return got[:k]
-    raise DataError(f"negative sampling did not converge after {_MAX_ROUNDS} rounds")
+    raise DataError(f"{where}negative sampling did not converge after {_MAX_ROUNDS} rounds")
 
 
 def _as_pairs_tensor(pairs) -> torch.Tensor:
@@ -205,8 +207,8 @@ class LinkData(_GraphData):
         n_train, n_val, n_test = split_sizes(n_pairs)
         if n_val == 0:
             raise DataError(
-                f"{edges.path}: only {n_pairs} distinct non-self pairs; "
-                "need at least 7 for a 70/15/15 split"
+                f"{edges.path}: only {n_pairs} distinct non-self pairs; need at least 7 "
+                "for a 70/15/15 split (validation/test would be empty)"
             )
         tr, va, te = np.split(pair_codes, [n_train, n_train + n_val])
         self._all_pos_codes = np.sort(pair_codes)
@@ -225,7 +227,7 @@ class LinkData(_GraphData):
         self.train_edge_index = torch.stack((torch.cat((u, v)), torch.cat((v, u))))
 
         rng = np.random.default_rng(self.seed)
-        neg = sample_negative_pairs(n, n_val + n_test, self._all_pos_codes, rng)
+        neg = sample_negative_pairs(n, n_val + n_test, self._all_pos_codes, rng, source=str(edges.path))
         self.val_neg = _codes_to_pairs(neg[:n_val], n)
         self.test_neg = _codes_to_pairs(neg[n_val:], n)
 
@@ -346,17 +348,24 @@ def stratified_split(y: np.ndarray, seed: int = 0):
 class NodeData(_GraphData):
     """Node classification on a static graph with node labels (email-Eu-core).
 
-    Node ids are kept as they are in the files (no compaction);
-    ``num_nodes = max id + 1`` over edges and labels.  Self-loops are dropped,
-    the graph is made undirected and deduplicated (``edge_index`` holds both
-    directions).  Nodes without a label get ``y = -1`` and are in no mask.
-    The split is :func:`stratified_split` with ``seed``.
+    Node ids are compacted over the edges and the labels together: node ``i``
+    is original id ``node_ids[i]`` (sorted), ``num_nodes`` the number of
+    distinct ids, so ids ``0..n-1`` that all occur (email-Eu-core: 0..1004)
+    keep their value, and huge or sparse ids cost no memory.  Labels are
+    compacted the same way: class ``c`` is original label ``label_values[c]``
+    and ``num_classes`` the number of distinct labels.  Self-loops are
+    dropped, the graph is made undirected and deduplicated (``edge_index``
+    holds both directions).  Nodes without a label get ``y = -1`` and are in
+    no mask.  The split is :func:`stratified_split` with ``seed``; a
+    :class:`DataError` is raised if no class has the 3 members needed for a
+    validation and a test node.
 
     Attributes
     ----------
     name, task (``"node"``), num_nodes, num_classes, note, seed, stats,
-    edge_index (LongTensor ``[2, 2 * E]``), y (LongTensor ``[num_nodes]``),
-    train_mask / val_mask / test_mask (BoolTensor ``[num_nodes]``), degree.
+    node_ids, label_values (int64 numpy arrays), edge_index (LongTensor
+    ``[2, 2 * E]``), y (LongTensor ``[num_nodes]``), train_mask / val_mask /
+    test_mask (BoolTensor ``[num_nodes]``), degree.
     """
 
     task = "node"
@@ -370,17 +379,28 @@ class NodeData(_GraphData):
         name: str = "",
         seed: int = 0,
         note: str = "",
+        labels_path=None,
     ):
         self.edges = edges
         self.name = name or edges.path.name
         self.note = note
         self.seed = int(seed)
-        src = edges.original_src()
-        dst = edges.original_dst()
-        label_ids = np.asarray(label_ids, dtype=np.int64)
-        labels = np.asarray(labels, dtype=np.int64)
-        max_id = int(max(edges.node_ids.max(initial=-1), label_ids.max(initial=-1)))
-        self.num_nodes = n = max_id + 1
+        label_ids = np.asarray(label_ids, dtype=np.int64).reshape(-1)
+        labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+        labels_src = str(labels_path) if labels_path is not None else f"the labels of {self.name}"
+        if label_ids.shape != labels.shape:
+            raise DataError(
+                f"{labels_src}: {label_ids.size} node ids but {labels.size} labels"
+            )
+
+        m = edges.node_ids.shape[0]
+        node_ids, inv = np.unique(np.concatenate((edges.node_ids, label_ids)), return_inverse=True)
+        inv = inv.reshape(-1).astype(np.int64, copy=False)
+        self.node_ids = node_ids.astype(np.int64, copy=False)
+        self.num_nodes = n = int(node_ids.size)
+        src = inv[:m][edges.src]
+        dst = inv[:m][edges.dst]
+        label_nodes = inv[m:]
 
         keep = src != dst
         self_loops = int(keep.size - np.count_nonzero(keep))
@@ -390,13 +410,19 @@ class NodeData(_GraphData):
         deg = np.bincount(self.edge_index[0].numpy(), minlength=n)
         self.degree = torch.from_numpy(deg.astype(np.int64))
 
+        label_values, y_lab = np.unique(labels, return_inverse=True)
+        self.label_values = label_values.astype(np.int64, copy=False)
         y = np.full(n, -1, dtype=np.int64)
-        y[label_ids] = labels
+        y[label_nodes] = y_lab.reshape(-1)
         self.y = torch.from_numpy(y)
-        classes = np.unique(labels)
-        self.num_classes = int(labels.max()) + 1 if labels.size else 0
+        classes = label_values
+        self.num_classes = int(label_values.size)
 
         tr, va, te = stratified_split(y, self.seed)
+        if va.size == 0 or te.size == 0:
+            raise DataError(
+                f"no class of {labels_src} has >= 3 members: validation/test would be empty"
+            )
         self.train_mask = torch.zeros(n, dtype=torch.bool)
         self.val_mask = torch.zeros(n, dtype=torch.bool)
         self.test_mask = torch.zeros(n, dtype=torch.bool)
