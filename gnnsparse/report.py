@@ -31,6 +31,8 @@ def _agg(values, spec):
         return format(vals[0], spec)
     mean = sum(vals) / len(vals)
     std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
+    if max(vals) == min(vals):  # deterministic across seeds (FLOPs, measured sparsity)
+        return format(mean, spec)
     return f"{format(mean, spec)}±{format(std, spec)}"
 
 
@@ -89,7 +91,8 @@ def write_json(path: str, payload: dict) -> None:
 
 
 def plot(path: str, rows: list[dict], task: str, title: str = "") -> None:
-    """PNG with two panels: test metric vs target sparsity, and test metric vs training FLOPs."""
+    """PNG with three panels: test metric vs target sparsity, vs executed training GFLOPs, and vs
+    training seconds. With several seeds, points are means and bars one standard deviation."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -98,30 +101,52 @@ def plot(path: str, rows: list[dict], task: str, title: str = "") -> None:
 
     key = "auc" if task == "link" else "accuracy"
     label = "test ROC-AUC" if task == "link" else "test accuracy"
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.3))
+    a1, a2, a3 = axes
     styles = {"dense": ("k", "s"), "train-and-prune": ("tab:blue", "o"), "sparse-training": ("tab:red", "^")}
+
+    def stats(values):
+        m = sum(values) / len(values)
+        sd = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+        return m, sd
+
     for regime, (color, marker) in styles.items():
-        rs = sorted((r for r in rows if r["regime"] == regime), key=lambda r: (r["target_sparsity"], r["seed"]))
-        if not rs:
+        groups: dict = {}
+        for r in rows:
+            if r["regime"] == regime:
+                groups.setdefault(r["target_sparsity"], []).append(r)
+        if not groups:
             continue
-        ys = [r["metrics"]["test"][key] for r in rs]
+        targets = sorted(groups)
+        ys = [stats([r["metrics"]["test"][key] for r in groups[t]]) for t in targets]
+        gflops = [stats([r["train_flops"] / 1e9 for r in groups[t]])[0] for t in targets]
+        secs = [stats([r["train_seconds"] for r in groups[t]]) for t in targets]
         if regime == "dense":
-            a1.axhline(ys[0], color=color, ls="--", label="dense")
+            m, sd = ys[0]
+            a1.axhline(m, color=color, ls="--", label="dense")
+            if sd:
+                a1.axhspan(m - sd, m + sd, color=color, alpha=0.08)
         else:
-            a1.plot([r["target_sparsity"] for r in rs], ys, color=color, marker=marker, label=regime)
-        a2.scatter([r["train_flops"] for r in rs], ys, color=color, marker=marker, label=regime)
-        for r, y in zip(rs, ys):
-            if regime != "dense":
-                a2.annotate(f"{r['target_sparsity']:g}", (r["train_flops"], y), fontsize=7,
-                            xytext=(3, 3), textcoords="offset points")
+            a1.errorbar(targets, [y[0] for y in ys], yerr=[y[1] for y in ys], color=color, marker=marker,
+                        capsize=3, label=regime)
+        a2.errorbar(gflops, [y[0] for y in ys], yerr=[y[1] for y in ys], color=color, marker=marker, ls="none",
+                    capsize=3, label=regime)
+        a3.errorbar([s_[0] for s_ in secs], [y[0] for y in ys], xerr=[s_[1] for s_ in secs],
+                    yerr=[y[1] for y in ys], color=color, marker=marker, ls="none", capsize=3, label=regime)
+        if regime != "dense":
+            for t, x, xs, y in zip(targets, gflops, secs, ys):
+                for ax, xv in ((a2, x), (a3, xs[0])):
+                    ax.annotate(f"{t:g}", (xv, y[0]), fontsize=7, xytext=(4, 4), textcoords="offset points")
     a1.set_xlabel("target sparsity (fraction of zero weights)")
-    a1.set_ylabel(label)
+    a2.set_xlabel("executed training GFLOPs (log)")
+    a3.set_xlabel("training seconds (steps only)")
     a2.set_xscale("log")
+    a2.xaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    a2.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
     a2.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # no overlapping minor labels
-    a2.set_xlabel("executed training FLOPs")
-    a2.set_ylabel(label)
-    a2.margins(x=0.12)  # room for the point labels
-    for a in (a1, a2):
+    for a in axes:
+        a.set_ylabel(label)
+        a.margins(x=0.12)  # room for the point labels
         a.grid(alpha=0.3)
         a.legend(fontsize=8)
     if title:
@@ -129,5 +154,5 @@ def plot(path: str, rows: list[dict], task: str, title: str = "") -> None:
     fig.tight_layout()
     d = os.path.dirname(os.path.abspath(path))
     os.makedirs(d, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
