@@ -116,7 +116,22 @@ class TrainConfig:
 
 
 # ---------------------------------------------------------------------------------------- tasks
-class LinkTask:
+class _Task:
+    """What both tasks share: the data, the batch size, the structural features and the adjacency."""
+
+    def __init__(self, data, batch_size: int, normalization: str):
+        self.data = data
+        self.batch_size = batch_size
+        self.features = data.node_features().float()
+        self.adj = Adjacency.from_sparse_csr(data.adjacency(normalization), normalization).to_sparse_csr()
+
+    @staticmethod
+    def batch_key(batch) -> tuple:
+        """Shape key of a batch: steps with equal keys execute the same FLOPs."""
+        return tuple(batch[0].shape)
+
+
+class LinkTask(_Task):
     """Link prediction on a ``LinkData``: BCE on positive pairs vs. fresh random negatives.
 
     Metrics: ROC-AUC, AP and accuracy (logit > 0) on all pairs of a split, and the same on the
@@ -127,11 +142,8 @@ class LinkTask:
     primary = "auc"
 
     def __init__(self, data, batch_size: int, normalization: str):
-        self.data = data
-        self.batch_size = batch_size
-        self.features = data.node_features().float()
+        super().__init__(data, batch_size, normalization)
         self.seen = data.seen_mask
-        self.adj = Adjacency.from_sparse_csr(data.adjacency(normalization), normalization).to_sparse_csr()
 
     def build_model(self, cfg: TrainConfig) -> nn.Module:
         return build_model("link", self.data.num_nodes, self.features.shape[1], cfg.hidden, cfg.model,
@@ -145,10 +157,6 @@ class LinkTask:
             p = pos[:, idx]
             n = self.data.sample_train_negatives(idx.numel(), gen)
             yield torch.cat([p, n], 1), torch.cat([torch.ones(idx.numel()), torch.zeros(n.shape[1])])
-
-    @staticmethod
-    def batch_key(batch) -> tuple:
-        return tuple(batch[0].shape)
 
     def loss(self, model, batch) -> torch.Tensor:
         pairs, labels = batch
@@ -182,7 +190,7 @@ class LinkTask:
         return out
 
 
-class NodeTask:
+class NodeTask(_Task):
     """Node classification on a ``NodeData``: cross-entropy on mini-batches of training nodes.
 
     Metrics: accuracy and macro-F1 on the split's nodes.
@@ -192,10 +200,7 @@ class NodeTask:
     primary = "accuracy"
 
     def __init__(self, data, batch_size: int, normalization: str):
-        self.data = data
-        self.batch_size = batch_size
-        self.features = data.node_features().float()
-        self.adj = Adjacency.from_sparse_csr(data.adjacency(normalization), normalization).to_sparse_csr()
+        super().__init__(data, batch_size, normalization)
         self.train_idx = torch.nonzero(data.train_mask).reshape(-1)
 
     def build_model(self, cfg: TrainConfig) -> nn.Module:
@@ -206,10 +211,6 @@ class NodeTask:
         perm = self.train_idx[torch.randperm(self.train_idx.numel(), generator=gen)]
         for i in range(0, perm.numel(), self.batch_size):
             yield (perm[i:i + self.batch_size],)
-
-    @staticmethod
-    def batch_key(batch) -> tuple:
-        return tuple(batch[0].shape)
 
     def loss(self, model, batch) -> torch.Tensor:
         (idx,) = batch

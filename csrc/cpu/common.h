@@ -103,6 +103,18 @@ inline int64_t reduction_chunk_nodes(int64_t n, int64_t partial_bytes_per_chunk)
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// Elements of one transposed tile buffer T[features][kTile], padded to 64 bytes (16 floats).
+inline int64_t tile_buffer_elems(int64_t features) { return ceil_div(features * kTile, 16) * 16; }
+
+// Index of the calling thread inside an OpenMP parallel region (0 without OpenMP).
+inline int current_thread() {
+#ifdef _OPENMP
+  return omp_get_thread_num();
+#else
+  return 0;
+#endif
+}
+
 // Number of threads for an OpenMP region over `work_items` independent items.
 inline int num_threads_for(int64_t work_items) {
   if (work_items <= 1 || at::in_parallel_region()) return 1;

@@ -139,17 +139,13 @@ void csr_linear_driver(const T* X, int64_t N, int64_t cols, const int64_t* crow,
   if (ntiles == 0 || rows == 0) return;
   const int nt = num_threads_for(ntiles);
   // Per-thread scratch: Xt[cols][kTile] and Yt[rows][kTile], 64-byte aligned.
-  const int64_t xt_elems = ((cols * kTile + 15) / 16) * 16;
-  const int64_t yt_elems = ((rows * kTile + 15) / 16) * 16;
+  const int64_t xt_elems = tile_buffer_elems(cols);
+  const int64_t yt_elems = tile_buffer_elems(rows);
   const int64_t per_thread = xt_elems + yt_elems;
   AlignedBuffer<T> scratch(per_thread * nt);
 #pragma omp parallel num_threads(nt)
   {
-#ifdef _OPENMP
-    const int tid = omp_get_thread_num();
-#else
-    const int tid = 0;
-#endif
+    const int tid = current_thread();
     T* xt = scratch.get() + tid * per_thread;
     T* yt = xt + xt_elems;
 #pragma omp for schedule(static)

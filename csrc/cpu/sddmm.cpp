@@ -130,17 +130,13 @@ void sddmm_driver(const T* G, const T* X, int64_t N, int64_t rows, int64_t cols,
   AlignedBuffer<T> partial_buf(nchunks > 1 ? nchunks * nnz : 1);
   T* partial = nchunks > 1 ? partial_buf.get() : out;
   const int nt = num_threads_for(nchunks);
-  const int64_t gt_elems = ((rows * kTile + 15) / 16) * 16;
-  const int64_t xt_elems = ((cols * kTile + 15) / 16) * 16;
+  const int64_t gt_elems = tile_buffer_elems(rows);
+  const int64_t xt_elems = tile_buffer_elems(cols);
   const int64_t per_thread = gt_elems + xt_elems;
   AlignedBuffer<T> scratch(per_thread * nt);
 #pragma omp parallel num_threads(nt)
   {
-#ifdef _OPENMP
-    const int tid = omp_get_thread_num();
-#else
-    const int tid = 0;
-#endif
+    const int tid = current_thread();
     T* gt = scratch.get() + tid * per_thread;
     T* xt = gt + gt_elems;
 #pragma omp for schedule(static)
