@@ -1,8 +1,8 @@
-"""Benchmarks run only on request: ``pytest --benchmark benchmarks``.
+"""Benchmarks run only on request: ``pytest --benchmark`` (the flag is defined in the
+repository's ``conftest.py``, which also points a bare ``pytest --benchmark`` here).
 
 Plain ``pytest`` (testpaths = tests) never collects this directory; ``pytest benchmarks``
-without ``--benchmark`` collects and skips every item here. (pytest-benchmark has no option
-named exactly ``--benchmark``, only ``--benchmark-*``, so there is no clash.)
+without ``--benchmark`` collects and skips every item here.
 """
 
 from __future__ import annotations
@@ -14,11 +14,6 @@ import pytest
 _RESULTS_KEY = pytest.StashKey[list]()
 
 
-def pytest_addoption(parser):
-    parser.addoption("--benchmark", action="store_true", default=False,
-                     help="run the gnnsparse speed benchmarks in benchmarks/ (skipped otherwise)")
-
-
 def pytest_configure(config):
     config.stash[_RESULTS_KEY] = []
 
@@ -26,7 +21,7 @@ def pytest_configure(config):
 def pytest_collection_modifyitems(config, items):
     if config.getoption("--benchmark"):
         return
-    skip = pytest.mark.skip(reason="benchmarks run only with `pytest --benchmark benchmarks`")
+    skip = pytest.mark.skip(reason="benchmarks run only with `pytest --benchmark`")
     here = Path(__file__).resolve().parent
     for item in items:
         if here in Path(item.path).resolve().parents:

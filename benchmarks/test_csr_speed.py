@@ -1,6 +1,6 @@
 """Speed of the gnnsparse CSR layer vs dense ``F.linear`` and ``torch.sparse`` CSR.
 
-Run with ``pytest --benchmark benchmarks`` (skipped otherwise). Problem: X 65536×256,
+Run with ``pytest --benchmark`` (skipped otherwise). Problem: X 65536×256,
 W 256×256, float32, ``torch.set_num_threads(2)``, sparsity 50/90/99 %.
 
 * ``fwd``: forward only, no autograd.
