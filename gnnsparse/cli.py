@@ -121,8 +121,10 @@ def _output_path(path: str | None, suffix: str | None = None) -> str | None:
 
     if path is None:
         return None
-    if suffix and not path.lower().endswith(suffix):
-        path += suffix
+    if not path.strip():
+        raise ValueError("output path is empty")
+    if suffix and os.path.splitext(path)[1].lower() != suffix:
+        path += suffix  # what matplotlib would write anyway
     if os.path.isdir(path):
         raise ValueError(f"output path {path} is a directory; give a file name")
     parent = os.path.dirname(os.path.abspath(path)) or "."
@@ -134,7 +136,23 @@ def _output_path(path: str | None, suffix: str | None = None) -> str | None:
     return path
 
 
+def _check_outputs_distinct(dataset, root, *outputs) -> None:
+    """Refuse to overwrite the input data or to write two outputs to one file."""
+    import os
+
+    paths = [os.path.realpath(p) for p in outputs if p]
+    if len(set(paths)) != len(paths):
+        raise ValueError(f"--json and --plot name the same file: {paths[0]}")
+    candidates = [dataset] + ([os.path.join(root, dataset)] if root else [])
+    inputs = {os.path.realpath(c) for c in candidates if os.path.exists(c)}
+    for p in paths:
+        if p in inputs:
+            raise ValueError(f"refusing to overwrite the input data file {p} with an output")
+
+
 def _compare(args) -> int:
+    import os
+
     import torch
     from tqdm import tqdm
 
@@ -152,6 +170,10 @@ def _compare(args) -> int:
                       backend=args.backend)
     cfg.validate()
     json_path, plot_path = _output_path(args.json), _output_path(args.plot, ".png")
+    _check_outputs_distinct(args.dataset, args.root, json_path, plot_path)
+    isa = os.environ.get("GNNSPARSE_CPU_ISA", "").strip().lower()
+    if isa not in ("", "auto", "generic", "avx2"):
+        raise ValueError(f"GNNSPARSE_CPU_ISA={isa!r} is not one of auto, generic, avx2")
     seeds = list(dict.fromkeys(args.seed))
     sparsities = sorted(set(args.sparsity))
     total_epochs = len(seeds) * (cfg.epochs + len(sparsities) * (cfg.epochs + cfg.finetune + cfg.epochs))
@@ -230,6 +252,9 @@ def _configure_runtime() -> None:
     warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
 
 
+_OOM = "out of memory (try a smaller --hidden or --batch-size, or a smaller graph)"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``gnnsparse`` command; returns the exit status."""
     _configure_runtime()
@@ -240,8 +265,12 @@ def main(argv: list[str] | None = None) -> int:
             return _compare(args)
         return _datasets(args)
     except MemoryError:
-        print("gnnsparse: error: out of memory (try a smaller --hidden or --batch-size, or a smaller graph)",
-              file=sys.stderr)
+        print(f"gnnsparse: error: {_OOM}", file=sys.stderr)
+        return 2
+    except RuntimeError as e:  # torch's allocator reports exhaustion as RuntimeError
+        if "alloc" not in str(e).lower():
+            raise
+        print(f"gnnsparse: error: {_OOM}", file=sys.stderr)
         return 2
     except (ValueError, OSError) as e:  # DataError is a ValueError
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

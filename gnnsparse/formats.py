@@ -25,6 +25,7 @@ __all__ = [
     "keys_to_csr",
     "topk_mask",
     "random_mask",
+    "random_keys",
     "validate_csr",
 ]
 
@@ -135,6 +136,26 @@ def topk_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
         order = torch.sort(flat, descending=True, stable=True).indices[:k]
         mask[order] = True
     return mask.reshape(scores.shape)
+
+
+def random_keys(numel: int, k: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+    """``k`` distinct positions in ``[0, numel)``, uniformly at random, sorted (int64 ``[k]``).
+
+    Memory and time scale with ``k`` when ``k`` is a small fraction of ``numel`` (rejection sampling
+    in rounds); otherwise a permutation of all positions is drawn.
+    """
+    k = max(0, min(int(k), int(numel)))
+    if k == 0:
+        return torch.zeros(0, dtype=torch.int64, device=device)
+    if 4 * k >= numel:
+        return torch.sort(torch.randperm(numel, generator=generator, device=device)[:k]).values
+    keys = torch.zeros(0, dtype=torch.int64, device=device)
+    while keys.numel() < k:
+        draw = torch.randint(0, numel, (2 * (k - keys.numel()) + 16,), generator=generator, device=device)
+        keys = torch.unique(torch.cat([keys, draw]))  # sorted, distinct
+    # keep a uniformly random subset of exactly k among the distinct candidates
+    pick = torch.randperm(keys.numel(), generator=generator, device=device)[:k]
+    return torch.sort(keys[pick]).values
 
 
 def random_mask(shape, k: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:

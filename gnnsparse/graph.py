@@ -53,6 +53,9 @@ class Adjacency:
             raise ValueError(f"adjacency must be a square torch.sparse_csr tensor, got layout={adj.layout}, "
                              f"shape={tuple(adj.shape)}")
         n = adj.shape[0]
+        # torch does not check a CSR tensor's invariants by default; a bad one would crash below
+        validate_csr(adj.crow_indices().to(torch.int64), adj.col_indices().to(torch.int64), adj.values(), (n, n),
+                     name="adjacency", check_sorted=False)
         t = adj.to_sparse_coo().t().coalesce().to_sparse_csr()
         return cls(adj.crow_indices().to(torch.int64), adj.col_indices().to(torch.int64), adj.values(),
                    t.crow_indices().to(torch.int64), t.col_indices().to(torch.int64), t.values(), n,

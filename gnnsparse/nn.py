@@ -55,6 +55,8 @@ class _DenseWeightView(torch.Tensor):
 
     _layer_ref: Callable | None = None
     _root: torch.Tensor | None = None  # the full dense copy (plain tensor) this view aliases
+    _orig: torch.Tensor | None = None  # the layer's weight when the view was taken (to find what changed)
+    _version: int = -1  # the layer's structure version when the view was taken
 
     @classmethod
     def __torch_function__(cls, func, types, args=(), kwargs=None):
@@ -79,14 +81,23 @@ class _DenseWeightView(torch.Tensor):
 
     def _wrap(self, tensor: torch.Tensor) -> "_DenseWeightView":
         view = tensor.as_subclass(_DenseWeightView)
-        view._layer_ref, view._root = self._layer_ref, self._root
+        view._layer_ref, view._root, view._orig, view._version = (self._layer_ref, self._root, self._orig,
+                                                                  self._version)
         return view
 
     def _write_back(self) -> None:
         layer = self._layer_ref() if self._layer_ref is not None else None
         if layer is None:
             raise RuntimeError("the SparseLinear this weight view belongs to no longer exists")
-        layer._write_dense(self._root.detach())
+        if layer._structure_version != self._version:
+            raise RuntimeError("stale SparseLinear.weight view: the layer's sparsity structure changed after "
+                               "the view was taken; read layer.weight again before writing to it")
+        # only entries written through the view are stored, so a view taken before an optimizer
+        # step does not roll the other weights back
+        root = self._root.detach()
+        changed = (root != self._orig) & ~(root.isnan() & self._orig.isnan())
+        layer._write_dense(root, only=changed)
+        self._orig.copy_(root)
 
 
 def _aliases(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -164,6 +175,7 @@ class SparseLinear(nn.Module):
                 raise TypeError(f"{label} must be an int, got {type(v).__name__} {v!r}")
         if in_features < 0 or out_features < 0:
             raise ValueError(f"in_features and out_features must be >= 0, got {in_features}, {out_features}")
+        self._structure_version = 0  # bumped whenever the stored positions change
         self.in_features = int(in_features)
         self.out_features = int(out_features)
         self.backend = ops.check_backend(backend) if backend is not None else None
@@ -171,14 +183,16 @@ class SparseLinear(nn.Module):
         if dtype not in (torch.float32, torch.float64):
             raise TypeError(f"SparseLinear supports float32 and float64 values, got {dtype}")
         if mask is None:
+            # draw nnz random positions directly: memory scales with nnz, not out * in
             sparsity = _check_sparsity(sparsity)
-            k = formats.nnz_for_density(self.in_features * self.out_features, 1.0 - sparsity)
-            mask = formats.random_mask((self.out_features, self.in_features), k, generator=generator,
-                                       device=device)
+            numel = self.in_features * self.out_features
+            keys = formats.random_keys(numel, formats.nnz_for_density(numel, 1.0 - sparsity),
+                                       generator=generator, device=device)
+            crow, col = formats.keys_to_csr(keys, self.out_features, self.in_features)
         else:
             self._check_mask(mask)
             mask = mask.to(device=device) if device is not None else mask
-        crow, col, _ = formats.mask_to_csr(mask)
+            crow, col, _ = formats.mask_to_csr(mask)
         self.register_buffer("crow_indices", crow)
         self.register_buffer("col_indices", col)
         self.values = nn.Parameter(torch.empty(col.numel(), device=crow.device, dtype=dtype))
@@ -235,6 +249,7 @@ class SparseLinear(nn.Module):
             ValueError: the triple is not a valid ``[out, in]`` CSR matrix.
         """
         formats.validate_csr(crow_indices, col_indices, values, (self.out_features, self.in_features))
+        self._structure_version += 1
         self.crow_indices = crow_indices.to(self.crow_indices.device)
         self.col_indices = col_indices.to(self.col_indices.device)
         self.values.data = values.detach().to(self.values.device, self.values.dtype).contiguous()
@@ -278,6 +293,7 @@ class SparseLinear(nn.Module):
         dense = self.dense_weight()
         view = dense.as_subclass(_DenseWeightView)
         view._layer_ref, view._root = weakref.ref(self), dense
+        view._orig, view._version = dense.detach().clone(), self._structure_version
         return view
 
     @weight.setter
@@ -289,10 +305,16 @@ class SparseLinear(nn.Module):
                              f"got {tuple(value.shape)}")
         self._write_dense(value.detach())
 
-    def _write_dense(self, dense: torch.Tensor) -> None:
+    def _write_dense(self, dense: torch.Tensor, only: torch.Tensor | None = None) -> None:
+        """Store ``dense[out, in]`` at the stored positions (only where ``only`` is True, if given)."""
         keys = formats.csr_keys(self.crow_indices, self.col_indices, self.in_features)
+        new = dense.reshape(-1).to(self.values.device, self.values.dtype)[keys]
         with torch.no_grad():
-            self.values.copy_(dense.reshape(-1).to(self.values.device, self.values.dtype)[keys])
+            if only is None:
+                self.values.copy_(new)
+            else:
+                sel = only.reshape(-1).to(self.values.device)[keys]
+                self.values[sel] = new[sel]
 
     # ------------------------------------------------------------------ conversion
     @classmethod
@@ -374,6 +396,7 @@ class SparseLinear(nn.Module):
             except ValueError as e:
                 error_msgs.append(str(e))
                 return
+            self._structure_version += 1
             self.crow_indices = torch.empty_like(crow, device=self.crow_indices.device)
             self.col_indices = torch.empty_like(col, device=self.col_indices.device)
             self.values.data = torch.empty_like(vals, device=self.values.device, dtype=self.values.dtype)

@@ -165,3 +165,23 @@ def test_divergence_is_a_clear_error():
 def test_datasets_missing_root_exit_2(tmp_path, capsys):
     code, out, err = _run(["datasets", "--root", str(tmp_path / "nope")], capsys)
     assert code == 2 and "nope" in err
+
+
+def test_output_paths_never_overwrite_inputs_or_each_other(tmp_path, capsys):
+    edges = tmp_path / "g.txt"
+    edges.write_text("".join(f"{i} {j} {i * 10 + j}\n" for i in range(8) for j in range(i + 1, 8)))
+    before = edges.read_text()
+    code, out, err = _run(["compare", "--dataset", str(edges), "--json", str(edges), "--no-progress"], capsys)
+    assert code == 2 and "refusing to overwrite" in err and edges.read_text() == before
+    same = tmp_path / "same.png"
+    code, out, err = _run(["compare", "--dataset", str(edges), "--json", str(same), "--plot", str(same),
+                           "--no-progress"], capsys)
+    assert code == 2 and "same file" in err
+    code, out, err = _run(["compare", "--dataset", str(edges), "--json", "", "--no-progress"], capsys)
+    assert code == 2 and "empty" in err
+
+
+def test_bad_isa_env_is_a_clean_error(monkeypatch, capsys):
+    monkeypatch.setenv("GNNSPARSE_CPU_ISA", "sse")
+    code, out, err = _run(["compare", "--dataset", "ia-enron-employees", "--no-progress"], capsys)
+    assert code == 2 and "GNNSPARSE_CPU_ISA" in err

@@ -43,3 +43,10 @@ def test_wrong_feature_rows():
     adj, _ = _adj()
     with pytest.raises(ValueError, match=r"\[30, d\]"):
         aggregate(adj, torch.randn(29, 4, dtype=torch.float64))
+
+
+def test_invalid_csr_tensor_is_rejected_before_use():
+    crow = torch.tensor([0, 1, 2, 3, 4])
+    bad = torch.sparse_csr_tensor(crow, torch.tensor([0, 1, 2, 10**8]), torch.ones(4), (4, 4))
+    with pytest.raises(ValueError, match="col_indices"):
+        Adjacency.from_sparse_csr(bad, "sum")

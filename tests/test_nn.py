@@ -269,3 +269,20 @@ def test_torch_backend_validates_structure():
     layer.col_indices[0] = -1
     with pytest.raises(ValueError, match="col_indices"):
         layer(torch.randn(2, 8))
+
+
+def test_stale_weight_view_writes_only_what_it_changed():
+    layer = SparseLinear(8, 6, sparsity=0.5)
+    w = layer.weight
+    with torch.no_grad():
+        layer.values.add_(1.0)  # e.g. an optimizer step after the view was taken
+    after_step = layer.values.detach().clone()
+    r, c = int(layer.row_indices()[0]), int(layer.col_indices[0])
+    w[r, c] = 123.0
+    assert layer.values[0].item() == 123.0
+    torch.testing.assert_close(layer.values.detach()[1:], after_step[1:])
+    # a view taken before the structure changed refuses to write
+    w = layer.weight
+    layer.set_mask(torch.ones(6, 8, dtype=torch.bool))
+    with pytest.raises(RuntimeError, match="stale"):
+        w.mul_(2.0)
