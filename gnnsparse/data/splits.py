@@ -8,6 +8,8 @@ cached float32 ``torch.sparse_csr_tensor`` and ``node_features()``.
 
 from __future__ import annotations
 
+import abc
+
 from typing import Dict, Optional
 
 import numpy as np
@@ -113,7 +115,7 @@ def _as_pairs_tensor(pairs) -> torch.Tensor:
     return pairs
 
 
-class _GraphData:
+class _GraphData(abc.ABC):
     """Shared bits: adjacency cache, describe()."""
 
     name: str
@@ -122,8 +124,9 @@ class _GraphData:
     note: str
     stats: dict
 
-    def _message_edge_index(self) -> np.ndarray:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _message_edge_index(self) -> np.ndarray:
+        """Message-passing edges ``[2, E]`` (both directions) that ``adjacency`` is built from."""
 
     def adjacency(self, normalize: str = "gcn") -> torch.Tensor:
         """Message-passing adjacency as a float32 ``torch.sparse_csr_tensor``.
