@@ -12,6 +12,7 @@ and a one-line ``gnnsparse: error: ...`` message, without a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import sys
 
@@ -248,6 +249,11 @@ def _configure_runtime() -> None:
     import warnings
 
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # the table uses "±" and "ΔT"; never crash on a terminal that cannot encode them
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            with contextlib.suppress(ValueError, OSError):  # a stream that cannot be reconfigured
+                stream.reconfigure(errors="replace")
     # torch_geometric 2.8 imports torch.jit.script-decorated code: a deprecation notice, not ours
     warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
 
