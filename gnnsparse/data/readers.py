@@ -32,6 +32,8 @@ number; a file without any data line raises ``DataError`` naming the file.
 
 from __future__ import annotations
 
+import contextlib
+
 import gzip
 import os
 import re
@@ -329,10 +331,8 @@ def _tok(tok: bytes) -> str:
 
 def _parse_column(col_tokens, allow_float: bool):
     """Parse one column; returns ``(array, None)`` or ``(None, (row, msg))``."""
-    try:
+    with contextlib.suppress(ValueError, OverflowError):  # not all int64: diagnose below
         return np.array(col_tokens, dtype=np.int64), None
-    except (ValueError, OverflowError):
-        pass
     if allow_float:
         try:
             col = np.array(col_tokens, dtype=np.float64)

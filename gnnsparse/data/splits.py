@@ -124,6 +124,12 @@ class _GraphData(abc.ABC):
     note: str
     stats: dict
 
+    def _one_line(self, text: str) -> str:
+        """``text`` plus the note (if any), whitespace collapsed to one line."""
+        if self.note:
+            text += f"; {self.note}"
+        return " ".join(text.split())
+
     @abc.abstractmethod
     def _message_edge_index(self) -> np.ndarray:
         """Message-passing edges ``[2, E]`` (both directions) that ``adjacency`` is built from."""
@@ -315,9 +321,7 @@ class LinkData(_GraphData):
             f"(train {s['n_train']} / val {s['n_val']} / test {s['n_test']}) from "
             f"{s['lines']} lines, {s['self_loops_dropped']} self-loops dropped"
         )
-        if self.note:
-            text += f"; {self.note}"
-        return " ".join(text.split())
+        return self._one_line(text)
 
 
 def stratified_split(y: np.ndarray, seed: int = 0):
@@ -465,6 +469,4 @@ class NodeData(_GraphData):
             f"{s['num_classes']} classes (train {s['n_train']} / val {s['n_val']} / "
             f"test {s['n_test']}), {s['self_loops_dropped']} self-loops dropped"
         )
-        if self.note:
-            text += f"; {self.note}"
-        return " ".join(text.split())
+        return self._one_line(text)
