@@ -12,7 +12,14 @@ TORCH_LIBRARY(gnnsparse, m) {
   // Y [N, out] = x [N, in] @ W^T (+ bias [out]).
   m.def(
       "csr_linear(Tensor x, Tensor crow_indices, Tensor col_indices, Tensor values, "
-      "Tensor? bias, SymInt out_features) -> Tensor");
+      "Tensor? bias, SymInt out_features, Tensor? t_crow=None, Tensor? t_col=None, "
+      "Tensor? t_perm=None) -> Tensor");
+  // Optional t_crow/t_col/t_perm: the cached transpose of W (from csr_transpose), checked
+  // against W and used by the backward for dX = dY W as a forward pass over W^T.
+  // (t_crow [in + 1], t_col [nnz], t_perm [nnz]) = transpose structure of W [out, in]:
+  // W^T entry q is W entry t_perm[q].
+  m.def("csr_transpose(Tensor crow_indices, Tensor col_indices, SymInt in_features) "
+        "-> (Tensor, Tensor, Tensor)");
   // dX [N, in] = grad_out [N, out] @ W.
   m.def(
       "csr_linear_backward_input(Tensor grad_out, Tensor crow_indices, Tensor col_indices, "

@@ -243,7 +243,8 @@ class SparseLinear(nn.Module):
         """Replace the stored structure and values (used by training regimes).
 
         The ``values`` Parameter object is kept (its ``.data`` is swapped), so an optimizer
-        that holds it stays attached; remapping optimizer state is the caller's job.
+        that holds it stays attached; remapping optimizer state is the caller's job. Its
+        ``.grad`` is reset to None (it belonged to the old structure).
 
         Raises:
             ValueError: the triple is not a valid ``[out, in]`` CSR matrix.
@@ -253,6 +254,7 @@ class SparseLinear(nn.Module):
         self.crow_indices = crow_indices.to(self.crow_indices.device)
         self.col_indices = col_indices.to(self.col_indices.device)
         self.values.data = values.detach().to(self.values.device, self.values.dtype).contiguous()
+        self.values.grad = None  # a gradient of the old structure means nothing for the new one
 
     def set_mask(self, mask: torch.Tensor, dense: torch.Tensor | None = None) -> None:
         """Store exactly the positions of ``mask`` (bool ``[out, in]``), values from ``dense``.
@@ -374,7 +376,25 @@ class SparseLinear(nn.Module):
         if x.dim() == 0 or x.shape[-1] != self.in_features:
             raise ValueError(f"SparseLinear expects input [*, {self.in_features}], got shape {tuple(x.shape)}")
         return ops.csr_linear(x, self.crow_indices, self.col_indices, self.values, self.bias,
-                              self.out_features, backend=self.backend)
+                              self.out_features, backend=self.backend,
+                              transpose=self._cached_transpose(x))
+
+    def _cached_transpose(self, x: torch.Tensor):
+        """``(t_crow, t_col, t_perm)`` of the current structure when this call's backward will
+        need ``dX`` on the C++ backend, else None. Rebuilt (in C++) only when the structure
+        changed: ``set_csr``/``set_mask``/``load_state_dict`` or an in-place write to the index
+        buffers (tracked through the tensors' version counters)."""
+        if (not torch.is_grad_enabled() or not x.requires_grad or torch.compiler.is_compiling()
+                or ops.resolve_backend(self.backend, x.device) != "cpu"):
+            return None
+        crow, col = self.crow_indices, self.col_indices
+        key = (self._structure_version, crow.data_ptr(), crow._version, col.data_ptr(), col._version,
+               col.numel())
+        cache = getattr(self, "_transpose_cache", None)
+        if cache is None or cache[0] != key:
+            cache = (key, ops.csr_transpose(crow, col, self.in_features))
+            self._transpose_cache = cache
+        return cache[1]
 
     def extra_repr(self) -> str:
         backend = self.backend or ops.resolve_backend(None, self.values.device)

@@ -37,6 +37,7 @@ from . import _ext, reference
 
 __all__ = [
     "csr_linear",
+    "csr_transpose",
     "resolve_backend",
     "check_backend",
     "csr_linear_flops",
@@ -97,7 +98,8 @@ def resolve_backend(backend: str | None = None, device: torch.device | str | Non
 # Public op
 def csr_linear(x: torch.Tensor, crow_indices: torch.Tensor, col_indices: torch.Tensor,
                values: torch.Tensor, bias: torch.Tensor | None, out_features: int,
-               backend: str | None = None, *, in_features: int | None = None) -> torch.Tensor:
+               backend: str | None = None, *, in_features: int | None = None,
+               transpose: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """``y = x · Wᵀ + bias`` with ``W`` ``(out_features, in_features)`` in CSR.
 
     Args:
@@ -110,6 +112,10 @@ def csr_linear(x: torch.Tensor, crow_indices: torch.Tensor, col_indices: torch.T
         backend: ``"cpu"``, ``"torch"`` or ``None`` (see :func:`resolve_backend`; resolved for
             ``x.device``).
         in_features: optional; if given, ``x.shape[-1]`` is checked against it.
+        transpose: optional cached ``(t_crow, t_col, t_perm)`` of ``W`` from :func:`csr_transpose`
+            (``"cpu"`` backend): the backward then computes ``dX = dY·W`` as the forward kernel
+            over ``Wᵀ`` without transposing per call. It is checked against ``W`` (O(nnz)); a
+            stale one raises ``RuntimeError``. Ignored by the ``"torch"`` backend.
 
     Returns:
         ``[*, out_features]``, dtype of ``x``. Differentiable w.r.t. ``x``, ``values`` and
@@ -136,7 +142,12 @@ def csr_linear(x: torch.Tensor, crow_indices: torch.Tensor, col_indices: torch.T
     name = resolve_backend(backend, x.device)
     if name == "cpu":
         _ext.load()
-        y = torch.ops.gnnsparse.csr_linear(x2, crow_indices, col_indices, values, bias, out_features)
+        if transpose is None:
+            y = torch.ops.gnnsparse.csr_linear(x2, crow_indices, col_indices, values, bias, out_features)
+        else:
+            t_crow, t_col, t_perm = transpose
+            y = torch.ops.gnnsparse.csr_linear(x2, crow_indices, col_indices, values, bias, out_features,
+                                               t_crow, t_col, t_perm)
     else:
         # the reference does not bounds-check its indexing (a -1 column would wrap around)
         from .formats import validate_csr
@@ -147,6 +158,38 @@ def csr_linear(x: torch.Tensor, crow_indices: torch.Tensor, col_indices: torch.T
     if x.dim() == 2:
         return y
     return y.unflatten(0, x.shape[:-1]) if x.dim() > 2 else y.squeeze(0)
+
+
+def csr_transpose(crow_indices: torch.Tensor, col_indices: torch.Tensor, in_features: int):
+    """Structure of ``Wᵀ`` for a CSR ``W`` ``(out_features, in_features)``.
+
+    Args:
+        crow_indices: int64 ``[out_features + 1]``; col_indices: int64 ``[nnz]``.
+        in_features: number of columns of ``W``.
+
+    Returns:
+        ``(t_crow, t_col, t_perm)``: int64 ``[in_features + 1]``, ``[nnz]`` (row indices of
+        ``W``) and ``[nnz]`` with ``Wᵀ`` entry ``q`` equal to ``W`` entry ``t_perm[q]``, so the
+        transposed values are ``values[t_perm]``. Computed by the C++ op (counting sort,
+        O(nnz + out + in)) when the extension is built, else in torch.
+
+    Raises:
+        RuntimeError: invalid CSR (from the C++ checks); ValueError without the extension.
+    """
+    if _ext.available() and crow_indices.device.type == "cpu":
+        _ext.load()
+        return torch.ops.gnnsparse.csr_transpose(crow_indices, col_indices, in_features)
+    from .formats import validate_csr
+
+    rows = crow_indices.numel() - 1
+    validate_csr(crow_indices, col_indices, None, (rows, int(in_features)), name="csr_transpose",
+                 check_sorted=False)
+    row = reference._row_indices(crow_indices, col_indices.numel())
+    perm = torch.argsort(col_indices * max(rows, 1) + row, stable=True)
+    counts = torch.bincount(col_indices, minlength=int(in_features))
+    t_crow = torch.zeros(int(in_features) + 1, dtype=torch.int64, device=crow_indices.device)
+    t_crow[1:] = torch.cumsum(counts, 0)
+    return t_crow, row[perm], perm
 
 
 # ---------------------------------------------------------------------------------------------
@@ -177,8 +220,16 @@ def _register() -> None:
                          lambda: f"{name}: values must have shape [{col.shape[0]}], got {tuple(values.shape)}")
             torch._check(values.dtype == dtype, lambda: f"{name}: values dtype {values.dtype} != {dtype}")
 
+    @torch.library.register_fake("gnnsparse::csr_transpose")
+    def _csr_transpose_fake(crow_indices, col_indices, in_features):
+        _csr_fake_checks("csr_transpose", crow_indices, col_indices, None, None, crow_indices.shape[0] - 1)
+        nnz = col_indices.shape[0]
+        return (crow_indices.new_empty((in_features + 1,)), col_indices.new_empty((nnz,)),
+                col_indices.new_empty((nnz,)))
+
     @torch.library.register_fake("gnnsparse::csr_linear")
-    def _csr_linear_fake(x, crow_indices, col_indices, values, bias, out_features):
+    def _csr_linear_fake(x, crow_indices, col_indices, values, bias, out_features, t_crow=None, t_col=None,
+                         t_perm=None):
         torch._check(x.dim() == 2, lambda: f"csr_linear: expected x to be 2-D, got {tuple(x.shape)}")
         _same_device("csr_linear", x=x, crow_indices=crow_indices, col_indices=col_indices, values=values,
                      bias=bias)
@@ -187,6 +238,13 @@ def _register() -> None:
             torch._check(bias.dim() == 1 and bias.shape[0] == out_features and bias.dtype == x.dtype,
                          lambda: f"csr_linear: bias must be [{out_features}] {x.dtype}, got "
                                  f"{tuple(bias.shape)} {bias.dtype}")
+        transposed = [t for t in (t_crow, t_col, t_perm) if t is not None]
+        torch._check(len(transposed) in (0, 3),
+                     lambda: "csr_linear: pass all of t_crow, t_col, t_perm (the cached transpose) or none")
+        if transposed:
+            torch._check(t_crow.shape[0] == x.shape[1] + 1 and t_col.shape[0] == col_indices.shape[0]
+                         and t_perm.shape[0] == col_indices.shape[0],
+                         lambda: "csr_linear: transposed structure has the wrong shape (stale cache?)")
         return x.new_empty((x.shape[0], out_features))
 
     @torch.library.register_fake("gnnsparse::csr_linear_backward_input")
@@ -214,26 +272,33 @@ def _register() -> None:
 
     # ---- autograd
     def _lin_setup(ctx, inputs, output):
-        x, crow, col, values, bias, out_features = inputs
+        x, crow, col, values, bias, out_features = inputs[:6]
+        t_crow, t_col, t_perm = (tuple(inputs[6:]) + (None, None, None))[:3]
         ctx.in_features = x.shape[1]
         ctx.out_features = out_features
         ctx.has_bias = bias is not None
         need_x, need_v = ctx.needs_input_grad[0], ctx.needs_input_grad[3]
-        ctx.save_for_backward(x if need_v else None, crow, col, values if need_x else None)
+        ctx.save_for_backward(x if need_v else None, crow, col, values if need_x else None,
+                              t_crow if need_x else None, t_col if need_x else None,
+                              t_perm if need_x else None)
 
     def _lin_backward(ctx, grad):
-        x, crow, col, values = ctx.saved_tensors
+        x, crow, col, values, t_crow, t_col, t_perm = ctx.saved_tensors
         need_x = ctx.needs_input_grad[0]
         need_v = ctx.needs_input_grad[3]
         need_b = ctx.has_bias and ctx.needs_input_grad[4]
         dx = dv = db = None
         if need_x:
-            dx = ops.csr_linear_backward_input(grad, crow, col, values, ctx.in_features)
+            if t_perm is not None:
+                # dX = dY W: the forward kernel over the cached W^T (no transpose per call)
+                dx = ops.csr_linear(grad, t_crow, t_col, values[t_perm], None, ctx.in_features)
+            else:
+                dx = ops.csr_linear_backward_input(grad, crow, col, values, ctx.in_features)
         if need_v:
             dv = ops.csr_sddmm(grad, x, crow, col)
         if need_b:
             db = ops.bias_grad(grad)
-        return dx, None, None, dv, db, None
+        return dx, None, None, dv, db, None, None, None, None
 
     torch.library.register_autograd("gnnsparse::csr_linear", _lin_backward, setup_context=_lin_setup)
 
@@ -282,6 +347,10 @@ def _register() -> None:
     torch.library.register_autograd("gnnsparse::bias_grad", _bias_backward, setup_context=_bias_setup)
 
     # ---- FLOP formulas (torch.utils.flop_counter.FlopCounterMode)
+    @register_flop_formula(ops.csr_transpose)
+    def _csr_transpose_flop(*args, out_shape=None, **kwargs) -> int:
+        return 0  # index bookkeeping, no floating-point work
+
     @register_flop_formula(ops.csr_linear)
     def _csr_linear_flop(x_shape, crow_shape, col_shape, values_shape, bias_shape, out_features,
                          *args, out_shape=None, **kwargs) -> int:

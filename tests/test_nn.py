@@ -286,3 +286,34 @@ def test_stale_weight_view_writes_only_what_it_changed():
     layer.set_mask(torch.ones(6, 8, dtype=torch.bool))
     with pytest.raises(RuntimeError, match="stale"):
         w.mul_(2.0)
+
+
+def test_sparse_linear_caches_transpose_and_rebuilds_after_structure_change():
+    torch.manual_seed(0)
+    layer = SparseLinear(12, 8, sparsity=0.6, dtype=torch.float64)
+    x = torch.randn(5, 12, dtype=torch.float64, requires_grad=True)
+
+    def dx():
+        x.grad = None
+        layer(x).square().sum().backward()
+        ref = x.detach().clone().requires_grad_()
+        torch.nn.functional.linear(ref, layer.dense_weight().detach(), layer.bias.detach()).square().sum().backward()
+        torch.testing.assert_close(x.grad, ref.grad)
+
+    dx()
+    first = layer._transpose_cache
+    dx()
+    assert layer._transpose_cache is first  # reused, not rebuilt
+    mask = torch.zeros(8, 12, dtype=torch.bool)
+    mask[::2, 1::3] = True
+    layer.set_mask(mask)
+    dx()  # rebuilt for the new structure
+    assert layer._transpose_cache is not first
+    with torch.no_grad():  # in-place edit of the index buffer is noticed through its version
+        layer.col_indices[0] = 0
+    dx()
+    cached = layer._transpose_cache
+    with torch.no_grad():
+        layer.col_indices[1] = 1
+        layer(x)  # no gradient needed: nothing is rebuilt
+    assert layer._transpose_cache is cached

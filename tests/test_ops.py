@@ -455,3 +455,44 @@ def test_bad_input_raises(name):
     fn, pattern = _bad_cases()[name]
     with pytest.raises(RuntimeError, match=pattern):
         fn()
+
+
+# ------------------------------------------------------------------------------ cached W^T for dX
+@pytest.mark.parametrize("shape,density", [((7, 11), 0.4), ((16, 5), 1.0), ((3, 9), 0.0), ((1, 1), 1.0)])
+def test_csr_transpose_matches_dense_transpose_and_torch_fallback(shape, density, monkeypatch):
+    out_f, in_f = shape
+    crow, col, values = make_csr(out_f, in_f, density, seed=3, empty_rows=(0,) if out_f > 2 else ())
+    t_crow, t_col, t_perm = OPS.csr_transpose(crow, col, in_f)
+    dense = reference.dense_weight(crow, col, values, out_f, in_f)
+    got = reference.dense_weight(t_crow, t_col, values[t_perm], in_f, out_f)
+    torch.testing.assert_close(got, dense.t(), rtol=0, atol=0)
+    monkeypatch.setattr(ops._ext, "available", lambda: False)
+    fb = ops.csr_transpose(crow, col, in_f)
+    for a, b in zip(fb, (t_crow, t_col, t_perm)):
+        assert torch.equal(a, b)
+
+
+def test_csr_linear_with_cached_transpose_gradcheck_and_opcheck():
+    crow, col, values = make_csr(6, 9, 0.5, seed=8)
+    t = OPS.csr_transpose(crow, col, 9)
+    x = torch.randn(5, 9, dtype=torch.float64, requires_grad=True)
+    v = values.clone().requires_grad_()
+    f = lambda x, v: ops.csr_linear(x, crow, col, v, None, 6, transpose=t)
+    assert torch.autograd.gradcheck(f, (x, v))
+    assert torch.autograd.gradgradcheck(f, (x, v))
+    torch.library.opcheck(OPS.csr_linear, (x, crow, col, v, None, 6, *t))
+    torch.library.opcheck(OPS.csr_transpose, (crow, col, 9))
+
+
+def test_csr_linear_rejects_stale_or_partial_transpose():
+    crow, col, values = make_csr(6, 9, 0.5, seed=8)
+    t_crow, t_col, t_perm = OPS.csr_transpose(crow, col, 9)
+    x = torch.randn(3, 9, dtype=torch.float64)
+    with pytest.raises(RuntimeError, match="all of t_crow, t_col, t_perm"):
+        OPS.csr_linear(x, crow, col, values, None, 6, t_crow, None, None)
+    bad = t_perm.clone()
+    bad[[0, 1]] = bad[[1, 0]]
+    with pytest.raises(RuntimeError, match="does not match W"):
+        OPS.csr_linear(x, crow, col, values, None, 6, t_crow, t_col, bad)
+    with pytest.raises(RuntimeError, match="wrong|stale|expected"):
+        OPS.csr_linear(x, crow, col, values, None, 6, t_crow[:-1], t_col, t_perm)

@@ -47,7 +47,8 @@ void fwd_tile_generic(const T* __restrict Xt, const int64_t* __restrict crow,
 #if GNNSPARSE_HAVE_AVX2_PATH
 template <typename T>
 GNNSPARSE_TARGET_AVX2 void fwd_tile_avx2(const T* Xt, const int64_t* crow, const int64_t* col,
-                                         const T* val, const T* bias, int64_t rows, T* Yt);
+                                         const T* val, const T* bias, int64_t rows, T* Yt,
+                                         const char* pf, int64_t pf_bytes);
 
 // float: 32 nodes = 4 ymm; two accumulator sets (even/odd p) hide FMA latency.
 template <>
@@ -56,8 +57,13 @@ GNNSPARSE_TARGET_AVX2 void fwd_tile_avx2<float>(const float* __restrict Xt,
                                                 const int64_t* __restrict col,
                                                 const float* __restrict val,
                                                 const float* __restrict bias, int64_t rows,
-                                                float* __restrict Yt) {
+                                                float* __restrict Yt, const char* pf,
+                                                int64_t pf_bytes) {
+  const int64_t lines = pf_bytes / 64;
+  int64_t next_line = 0;
   for (int64_t r = 0; r < rows; ++r) {
+    const int64_t upto = (r + 1) * lines / rows;
+    for (; next_line < upto; ++next_line) _mm_prefetch(pf + next_line * 64, _MM_HINT_T1);
     __m256 a0 = bias ? _mm256_set1_ps(bias[r]) : _mm256_setzero_ps();
     __m256 a1 = a0, a2 = a0, a3 = a0;
     __m256 b0 = _mm256_setzero_ps(), b1 = b0, b2 = b0, b3 = b0;
@@ -100,8 +106,13 @@ GNNSPARSE_TARGET_AVX2 void fwd_tile_avx2<double>(const double* __restrict Xt,
                                                  const int64_t* __restrict col,
                                                  const double* __restrict val,
                                                  const double* __restrict bias, int64_t rows,
-                                                 double* __restrict Yt) {
+                                                 double* __restrict Yt, const char* pf,
+                                                 int64_t pf_bytes) {
+  const int64_t lines = pf_bytes / 64;
+  int64_t next_line = 0;
   for (int64_t r = 0; r < rows; ++r) {
+    const int64_t upto = (r + 1) * lines / rows;
+    for (; next_line < upto; ++next_line) _mm_prefetch(pf + next_line * 64, _MM_HINT_T1);
     __m256d a0 = bias ? _mm256_set1_pd(bias[r]) : _mm256_setzero_pd();
     __m256d a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
     const int64_t pe = crow[r + 1];
@@ -143,6 +154,7 @@ void csr_linear_driver(const T* X, int64_t N, int64_t cols, const int64_t* crow,
   const int64_t yt_elems = tile_buffer_elems(rows);
   const int64_t per_thread = xt_elems + yt_elems;
   AlignedBuffer<T> scratch(per_thread * nt);
+  const bool stream = N * rows * static_cast<int64_t>(sizeof(T)) >= kStreamBytes;
 #pragma omp parallel num_threads(nt)
   {
     const int tid = current_thread();
@@ -157,8 +169,14 @@ void csr_linear_driver(const T* X, int64_t N, int64_t cols, const int64_t* crow,
       if constexpr (kAvx2) {
 #if GNNSPARSE_HAVE_AVX2_PATH
         load_tile_t_avx2<T>(xsrc, cols, nr, cols, xt);
-        fwd_tile_avx2<T>(xt, crow, col, values, bias, rows, yt);
-        store_tile_t_avx2<T>(yt, rows, nr, ydst, rows);
+        const char* nx = nullptr;
+        int64_t nbytes = 0;
+        if (n0 + kTile < N) {  // prefetch the next X tile into L2 during this tile's row loop
+          nx = reinterpret_cast<const char*>(xsrc + kTile * cols);
+          nbytes = std::min<int64_t>(kTile, N - n0 - kTile) * cols * sizeof(T);
+        }
+        fwd_tile_avx2<T>(xt, crow, col, values, bias, rows, yt, nx, nbytes);
+        store_tile_t_avx2<T>(yt, rows, nr, ydst, rows, stream);
 #endif
       } else {
         load_tile_t_generic<T>(xsrc, cols, nr, cols, xt);
@@ -166,6 +184,11 @@ void csr_linear_driver(const T* X, int64_t N, int64_t cols, const int64_t* crow,
         store_tile_t_generic<T>(yt, rows, nr, ydst, rows);
       }
     }
+#if GNNSPARSE_HAVE_AVX2_PATH
+    if constexpr (kAvx2) {
+      if (stream) _mm_sfence();  // order this thread's streaming stores before the barrier
+    }
+#endif
   }
 }
 
@@ -184,29 +207,14 @@ void csr_linear_dispatch(const T* X, int64_t N, int64_t cols, const int64_t* cro
   csr_linear_driver<T, false>(X, N, cols, crow, col, values, bias, rows, Y);
 }
 
-// Counting-sort transpose of a validated CSR [rows, cols] into CSR [cols, rows].
-template <typename T>
-void csr_transpose(const int64_t* crow, const int64_t* col, const T* values, int64_t rows,
-                   int64_t cols, int64_t* t_crow, int64_t* t_col, T* t_values) {
-  const int64_t nnz = crow[rows];
-  std::fill(t_crow, t_crow + cols + 1, int64_t(0));
-  for (int64_t p = 0; p < nnz; ++p) t_crow[col[p] + 1] += 1;
-  for (int64_t c = 0; c < cols; ++c) t_crow[c + 1] += t_crow[c];
-  std::vector<int64_t> next(t_crow, t_crow + cols);
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t p = crow[r]; p < crow[r + 1]; ++p) {
-      const int64_t q = next[col[p]]++;
-      t_col[q] = r;
-      t_values[q] = values[p];
-    }
-  }
-}
-
 // ---------------------------------------------------------------------------
 // Op implementations.
 at::Tensor csr_linear_cpu(const at::Tensor& x, const at::Tensor& crow_indices,
                           const at::Tensor& col_indices, const at::Tensor& values,
-                          const std::optional<at::Tensor>& bias, int64_t out_features) {
+                          const std::optional<at::Tensor>& bias, int64_t out_features,
+                          const std::optional<at::Tensor>& t_crow,
+                          const std::optional<at::Tensor>& t_col,
+                          const std::optional<at::Tensor>& t_perm) {
   constexpr const char* op = "gnnsparse::csr_linear";
   check_cpu(op, "x", x);
   check_dim(op, "x", x, 2);
@@ -220,6 +228,12 @@ at::Tensor csr_linear_cpu(const at::Tensor& x, const at::Tensor& crow_indices,
   const at::Tensor vals = values.contiguous();
   check_csr(op, crow, col, &vals, out_features, in_features, "out_features",
             "in_features = x.size(1)");
+  const int n_t = int(t_crow.has_value()) + int(t_col.has_value()) + int(t_perm.has_value());
+  TORCH_CHECK(n_t == 0 || n_t == 3, op,
+              ": pass all of t_crow, t_col, t_perm (the cached transpose) or none of them");
+  if (n_t == 3) {
+    check_csr_transpose(op, crow, col, *t_crow, *t_col, *t_perm, out_features, in_features);
+  }
   at::Tensor b;
   if (bias.has_value() && bias->defined()) {
     check_cpu(op, "bias", *bias);
@@ -269,12 +283,16 @@ at::Tensor csr_linear_backward_input_cpu(const at::Tensor& grad_out,
   const int64_t nnz = col.size(0);
   at::Tensor t_crow = at::empty({in_features + 1}, crow.options());
   at::Tensor t_col = at::empty({nnz}, col.options());
+  at::Tensor perm = at::empty({nnz}, col.options());
   at::Tensor t_vals = at::empty({nnz}, vals.options());
+  csr_transpose_structure(crow.data_ptr<int64_t>(), col.data_ptr<int64_t>(), out_features,
+                          in_features, t_crow.data_ptr<int64_t>(), t_col.data_ptr<int64_t>(),
+                          perm.data_ptr<int64_t>());
   AT_DISPATCH_FLOATING_TYPES(grad_out.scalar_type(), "gnnsparse_csr_linear_backward_input", [&] {
-    csr_transpose<scalar_t>(crow.data_ptr<int64_t>(), col.data_ptr<int64_t>(),
-                            vals.data_ptr<scalar_t>(), out_features, in_features,
-                            t_crow.data_ptr<int64_t>(), t_col.data_ptr<int64_t>(),
-                            t_vals.data_ptr<scalar_t>());
+    const int64_t* pm = perm.data_ptr<int64_t>();
+    const scalar_t* v = vals.data_ptr<scalar_t>();
+    scalar_t* tv = t_vals.data_ptr<scalar_t>();
+    for (int64_t q = 0; q < nnz; ++q) tv[q] = v[pm[q]];
     csr_linear_dispatch<scalar_t>(g.data_ptr<scalar_t>(), N, out_features,
                                   t_crow.data_ptr<int64_t>(), t_col.data_ptr<int64_t>(),
                                   t_vals.data_ptr<scalar_t>(), nullptr, in_features,
