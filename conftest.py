@@ -6,9 +6,14 @@
 folder is named explicitly.
 """
 
+import os
 from pathlib import Path
 
 import pytest
+
+# OpenMP threads that spin-wait collapse on a loaded machine (2-thread calls 5-10x slower);
+# passive waiting must be set before torch is imported. The gnnsparse command does the same.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 _ROOT = Path(__file__).resolve().parent
 

@@ -8,7 +8,12 @@ Networks" (Peng et al., ICCD 2022) and an executed-FLOPs counter.
 ``gnnsparse`` command can configure OpenMP before torch is imported.
 """
 
+import os as _os
+
 __version__ = "0.1.0"
+
+if _os.environ.get("GNNSPARSE_RETAIN_MEMORY", "").strip() == "1":
+    from . import memory as _memory  # noqa: F401  (applies the allocator setting on import)
 
 __all__ = ["SparseLinear", "sparsify", "sparse_layers", "__version__"]
 

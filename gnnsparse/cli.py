@@ -249,6 +249,12 @@ def _configure_runtime() -> None:
     import warnings
 
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # Large outputs reuse freed memory instead of fresh page-faulting mmaps (gnnsparse.memory);
+    # applies to dense and sparse layers alike. GNNSPARSE_RETAIN_MEMORY=0 keeps glibc's defaults.
+    if os.environ.get("GNNSPARSE_RETAIN_MEMORY", "1").strip() != "0":
+        from .memory import retain_freed_memory
+
+        retain_freed_memory(True)
     # the table uses "±" and "ΔT"; never crash on a terminal that cannot encode them
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):
