@@ -27,6 +27,8 @@ import torch.nn.functional as F
 
 from gnnsparse import _ext, ops
 
+import bandwidth as bw  # benchmarks/bandwidth.py (pytest puts this rootless folder on sys.path)
+
 N, IN, OUT = 65536, 256, 256
 THREADS = 2
 ROUNDS = {"fwd": 7, "fwdbwd": 5}
@@ -38,6 +40,12 @@ def threads():
     torch.set_num_threads(THREADS)
     yield THREADS
     torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def copy_bandwidth(threads):
+    """Copy bandwidth (GB/s) at THREADS threads, measured once in this process."""
+    return bw.measure_bandwidth(threads)["copy_GBps"]
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +117,7 @@ def _interleaved(fns, rounds):
 
 @pytest.mark.parametrize("mode", ["fwd", "fwdbwd"])
 @pytest.mark.parametrize("sparsity", [0.5, 0.9, 0.99])
-def test_csr_speed(benchmark, threads, data, speed_results, sparsity, mode):
+def test_csr_speed(benchmark, threads, data, speed_results, copy_bandwidth, sparsity, mode):
     _ext.load()
     fns, nnz = _impls(data, sparsity, mode)
     times = _interleaved(fns, ROUNDS[mode])
@@ -123,6 +131,11 @@ def test_csr_speed(benchmark, threads, data, speed_results, sparsity, mode):
         "ratio_vs_dense": med["gnnsparse"] / med["dense"],
         "ratio_vs_torch_sparse": med["gnnsparse"] / med["torch_sparse"],
     }
+    # memory-bandwidth floor (X, Y, the CSR weight; fwdbwd also dY, dX, X again) and the
+    # "limit ratio" dense_s / limit_s: the largest speed-up over dense any kernel could reach
+    info["copy_GBps"] = copy_bandwidth
+    info["limit_s"] = bw.limit_seconds(N, IN, OUT, copy_bandwidth, bw.csr_weight_bytes(OUT, nnz), mode)
+    info["limit_ratio"] = info["dense_s"] / info["limit_s"]
     benchmark.extra_info.update(info)
     speed_results.append(info)
     benchmark.pedantic(fns["gnnsparse"], rounds=3, iterations=1)

@@ -173,8 +173,8 @@ def _compare(args) -> int:
     json_path, plot_path = _output_path(args.json), _output_path(args.plot, ".png")
     _check_outputs_distinct(args.dataset, args.root, json_path, plot_path)
     isa = os.environ.get("GNNSPARSE_CPU_ISA", "").strip().lower()
-    if isa not in ("", "auto", "generic", "avx2"):
-        raise ValueError(f"GNNSPARSE_CPU_ISA={isa!r} is not one of auto, generic, avx2")
+    if isa not in ("", "auto", "generic", "avx2", "avx512"):
+        raise ValueError(f"GNNSPARSE_CPU_ISA={isa!r} is not one of auto, generic, avx2, avx512")
     seeds = list(dict.fromkeys(args.seed))
     sparsities = sorted(set(args.sparsity))
     total_epochs = len(seeds) * (cfg.epochs + len(sparsities) * (cfg.epochs + cfg.finetune + cfg.epochs))

@@ -13,9 +13,11 @@ Backends:
 * ``"cpu"``: the C++/OpenMP kernels of ``gnnsparse._C`` (``torch.ops.gnnsparse.*``), CPU tensors.
   Autograd, fake (meta) kernels and FLOP formulas for these ops are registered here, so the ops
   work with ``torch.compile`` and ``torch.utils.flop_counter.FlopCounterMode``.
-  The AVX2+FMA path is picked at run time when the CPU has it; set the environment variable
-  ``GNNSPARSE_CPU_ISA=generic`` to force the portable path (``avx2`` to require the fast one,
-  ``auto``/unset for the default). It is read at every call.
+  The AVX2+FMA path is picked at run time when the CPU has it, and the AVX-512 tile compute
+  of the forward/dX kernel when the CPU has AVX-512F; set the environment variable
+  ``GNNSPARSE_CPU_ISA=generic`` to force the portable path (``avx2`` for AVX2 without AVX-512,
+  ``avx512`` to require AVX-512, ``auto``/unset for the default). It is read at every call.
+  Outputs of 8 MiB or more are written with non-temporal stores.
 * ``"torch"``: the pure-torch reference (:mod:`gnnsparse.reference`), any device, differentiable
   through ordinary autograd.
 

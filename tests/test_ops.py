@@ -26,16 +26,24 @@ def _require_extension():
 
 
 OPS = torch.ops.gnnsparse
-ISAS = ["auto", "generic"]
+def _cpu_flags() -> set:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return set(next((line for line in f if line.startswith("flags")), "").split())
+    except OSError:
+        return set()
 
 
 def _cpu_has_avx2_fma() -> bool:
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line for line in f if line.startswith("flags")), "").split()
-    except OSError:
-        return False
-    return "avx2" in flags and "fma" in flags
+    return {"avx2", "fma"} <= _cpu_flags()
+
+
+def _cpu_has_avx512f() -> bool:
+    return {"avx512f", "avx2", "fma"} <= _cpu_flags()
+
+
+# "auto" runs the AVX-512 kernels where the CPU has them; "avx2" then covers the AVX2 ones.
+ISAS = ["auto", "generic"] + (["avx2"] if _cpu_has_avx512f() else [])
 
 
 def make_csr(out_f, in_f, density, dtype=torch.float64, seed=0, empty_rows=()):
@@ -163,6 +171,32 @@ def test_generic_and_avx2_paths_differ_but_agree(monkeypatch):
     y_gen = OPS.csr_linear(x, crow, col, values, None, 64)
     assert not torch.equal(y_avx2, y_gen)
     torch.testing.assert_close(y_avx2, y_gen, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.skipif(not _cpu_has_avx512f(), reason="CPU has no AVX-512F")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_avx512_and_avx2_forward_agree(monkeypatch, dtype):
+    crow, col, values = make_csr(64, 256, 0.3, dtype, seed=3)
+    x = torch.randn(200, 256, generator=torch.Generator().manual_seed(4), dtype=dtype)
+    b = torch.randn(64, dtype=dtype)
+    monkeypatch.setenv("GNNSPARSE_CPU_ISA", "avx512")
+    y512 = OPS.csr_linear(x, crow, col, values, b, 64)
+    monkeypatch.setenv("GNNSPARSE_CPU_ISA", "avx2")
+    y256 = OPS.csr_linear(x, crow, col, values, b, 64)
+    torch.testing.assert_close(y512, y256, **tol(dtype))
+    torch.testing.assert_close(y512, reference.csr_linear(x, crow, col, values, b, 64), **tol(dtype))
+
+
+def test_avx512_request_without_cpu_support_or_bad_isa_raises(monkeypatch):
+    crow, col, values = make_csr(4, 4, 0.5, torch.float32)
+    x = torch.randn(3, 4)
+    if not _cpu_has_avx512f():
+        monkeypatch.setenv("GNNSPARSE_CPU_ISA", "avx512")
+        with pytest.raises(RuntimeError, match="AVX-512"):
+            OPS.csr_linear(x, crow, col, values, None, 4)
+    monkeypatch.setenv("GNNSPARSE_CPU_ISA", "avx1024")
+    with pytest.raises(RuntimeError, match="'avx512'"):
+        OPS.csr_linear(x, crow, col, values, None, 4)
 
 
 # ------------------------------------------------------------------------------ ops.csr_linear

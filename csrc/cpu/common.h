@@ -34,9 +34,11 @@
 #if GNNSPARSE_X86 && (defined(__GNUC__) || defined(__clang__))
 #define GNNSPARSE_HAVE_AVX2_PATH 1
 #define GNNSPARSE_TARGET_AVX2 __attribute__((target("avx2,fma")))
+#define GNNSPARSE_TARGET_AVX512 __attribute__((target("avx512f,avx2,fma")))
 #else
 #define GNNSPARSE_HAVE_AVX2_PATH 0
 #define GNNSPARSE_TARGET_AVX2
+#define GNNSPARSE_TARGET_AVX512
 #endif
 
 namespace gnnsparse {
@@ -51,9 +53,13 @@ constexpr int64_t kStreamBytes = int64_t(8) << 20;
 
 // ---------------------------------------------------------------------------
 // ISA selection (read at every call so tests can flip it).
-//   GNNSPARSE_CPU_ISA unset/""/"auto": AVX2+FMA path when the CPU has it.
+//   GNNSPARSE_CPU_ISA unset/""/"auto": AVX2+FMA path when the CPU has it, and the AVX-512
+//     versions of the kernels that have one when the CPU has AVX-512F.
 //   GNNSPARSE_CPU_ISA=generic: portable path (compiler-vectorised, baseline ISA).
-//   GNNSPARSE_CPU_ISA=avx2: AVX2 path, error if the CPU lacks AVX2/FMA.
+//   GNNSPARSE_CPU_ISA=avx2: AVX2 path only (no AVX-512), error if the CPU lacks AVX2/FMA.
+//   GNNSPARSE_CPU_ISA=avx512: like auto, error if the CPU lacks AVX-512F.
+// select_isa() reports Avx2 for auto/avx2/avx512 (kernels without an AVX-512 version use
+// their AVX2 code); avx512_enabled() says whether AVX-512 versions may run.
 enum class Isa { Generic, Avx2 };
 
 inline bool cpu_has_avx2_fma() {
@@ -61,6 +67,19 @@ inline bool cpu_has_avx2_fma() {
   static const bool has = [] {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  }();
+  return has;
+#else
+  return false;
+#endif
+}
+
+inline bool cpu_has_avx512f() {
+#if GNNSPARSE_HAVE_AVX2_PATH
+  static const bool has = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx2") &&
+           __builtin_cpu_supports("fma");
   }();
   return has;
 #else
@@ -82,8 +101,20 @@ inline Isa select_isa() {
                 "GNNSPARSE_CPU_ISA=avx2 but this CPU/build has no AVX2+FMA path");
     return Isa::Avx2;
   }
-  TORCH_CHECK(false, "GNNSPARSE_CPU_ISA must be one of 'auto', 'generic', 'avx2', got '",
+  if (v == "avx512") {
+    TORCH_CHECK(cpu_has_avx512f(),
+                "GNNSPARSE_CPU_ISA=avx512 but this CPU/build has no AVX-512F path");
+    return Isa::Avx2;
+  }
+  TORCH_CHECK(false, "GNNSPARSE_CPU_ISA must be one of 'auto', 'generic', 'avx2', 'avx512', got '",
               v, "'");
+}
+
+// Whether kernels with an AVX-512 version may use it (call after select_isa() == Avx2).
+inline bool avx512_enabled() {
+  const char* env = std::getenv("GNNSPARSE_CPU_ISA");
+  const std::string v = env ? std::string(env) : std::string();
+  return (v.empty() || v == "auto" || v == "avx512") && cpu_has_avx512f();
 }
 
 // ---------------------------------------------------------------------------
