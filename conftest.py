@@ -14,6 +14,9 @@ import pytest
 # OpenMP threads that spin-wait collapse on a loaded machine (2-thread calls 5-10x slower);
 # passive waiting must be set before torch is imported. The gnnsparse command does the same.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Sparse layers run their sparse kernels in tests (deterministic, FLOPs as written); the measured
+# dense-vs-sparse choice (GNNSPARSE_EXECUTOR=auto, the library default) has its own tests.
+os.environ.setdefault("GNNSPARSE_EXECUTOR", "sparse")
 
 _ROOT = Path(__file__).resolve().parent
 

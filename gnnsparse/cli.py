@@ -102,6 +102,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ΔT: steps between mask updates")
     c.add_argument("--drop-fraction", type=_float_in(0.0, 1.0, "--drop-fraction", hi_open=True),
                    default=d.drop_fraction, help="α, initial drop fraction")
+    c.add_argument("--layout", choices=("csr", "bsr"), default=d.layout,
+                   help="sparse weight layout, both regimes: csr (single weights) or bsr (whole blocks: "
+                        "block magnitude pruning, block drop-and-grow, block-sparse kernels)")
+    c.add_argument("--blocksize", type=_int_in(1, 4096, "--blocksize"), default=None,
+                   help="block edge for --layout bsr (4, 8, 16 or 32 have fast kernels; default 16)")
+    c.add_argument("--executor", choices=("auto", "sparse", "dense"), default=d.executor,
+                   help="auto: per layer, the kernel measured fastest (sparse or dense; cached on disk); "
+                        "layers run dense are counted with dense FLOPs and named in the output")
     c.add_argument("--backend", choices=("cpu", "torch"), default=None,
                    help="sparse op backend; unset: C++ kernels when built")
     c.add_argument("--threads", type=_int_in(1, 1024, "--threads"), default=None,
@@ -168,7 +176,10 @@ def _compare(args) -> int:
                       lr=args.lr, hidden=args.hidden, model=args.model, seed=args.seed[0],
                       distribution=args.distribution, pruning=args.pruning, prune_schedule=args.prune_schedule,
                       grow=args.grow, update_interval=args.update_interval, drop_fraction=args.drop_fraction,
-                      backend=args.backend)
+                      backend=args.backend, layout=args.layout, executor=args.executor,
+                      blocksize=(args.blocksize or 16) if args.layout == "bsr" else None)
+    if args.blocksize is not None and args.layout != "bsr":
+        raise ValueError("--blocksize is only used with --layout bsr")
     cfg.validate()
     json_path, plot_path = _output_path(args.json), _output_path(args.plot, ".png")
     _check_outputs_distinct(args.dataset, args.root, json_path, plot_path)
@@ -217,6 +228,12 @@ def _compare(args) -> int:
           + ("; mean±std over seeds." if len(seeds) > 1 else "."))
     if kept:
         print(f"kept dense, not counted in measured: {', '.join(sorted(kept))}")
+    ran_dense = sorted({layer["name"] for r in rows for layer in r["layers"]
+                        if layer.get("executor") == "dense" and not layer["kind"].startswith("dense")})
+    layout = cfg.layout if cfg.layout == "csr" else f"bsr (blocksize {cfg.blocksize})"
+    print(f"sparse layout: {layout}; executor: {cfg.executor}"
+          + (f"; executed dense because measured faster (dense FLOPs counted): {', '.join(ran_dense)}"
+             if ran_dense else ""))
     payload = {"dataset": data.name, "task": task.kind, "describe": data.describe(), "seeds": seeds,
                "note": getattr(data, "note", ""), "config": rows[0]["config"], "rows": rows}
     if json_path:

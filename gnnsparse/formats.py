@@ -27,6 +27,13 @@ __all__ = [
     "random_mask",
     "random_keys",
     "validate_csr",
+    "block_keys_to_keys",
+    "block_reduce",
+    "block_any",
+    "block_norms",
+    "expand_block_mask",
+    "first_partial_block",
+    "csr_to_bsr_structure",
 ]
 
 
@@ -212,3 +219,113 @@ def validate_csr(crow_indices, col_indices, values, shape, name: str = "weight",
         if bool((keys[1:] <= keys[:-1]).any()):
             bad = int(torch.nonzero(keys[1:] <= keys[:-1])[0]) + 1
             raise ValueError(f"{name}: columns not sorted/unique within a row at entry {bad}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Block structure (BSR layout of SparseLinear: whole b x b blocks are stored or not).
+def block_keys_to_keys(block_keys: torch.Tensor, grid_cols: int, blocksize: int) -> torch.Tensor:
+    """Element keys (``row * in + col``, sorted) of every entry of the given blocks.
+
+    Args:
+        block_keys: int64 ``[nnzb]``, block positions ``block_row * grid_cols + block_col``.
+        grid_cols: blocks per row (``in_features / b``).
+        blocksize: ``b``.
+
+    Returns:
+        int64 ``[nnzb * b * b]``, ascending.
+    """
+    b = int(blocksize)
+    in_f = grid_cols * b
+    br, bc = block_keys // grid_cols, block_keys % grid_cols
+    i = torch.arange(b, device=block_keys.device)
+    rows = (br[:, None, None] * b + i[None, :, None]).expand(-1, b, b)
+    cols = (bc[:, None, None] * b + i[None, None, :]).expand(-1, b, b)
+    return torch.sort((rows * in_f + cols).reshape(-1)).values
+
+
+def block_reduce(t: torch.Tensor, blocksize: int, op: str = "sum") -> torch.Tensor:
+    """Reduce each ``b × b`` block of ``t [out, in]`` to one entry: ``[out / b, in / b]``.
+
+    ``op``: ``"sum"``, ``"any"`` (bool) or ``"all"`` (bool). Raises ValueError when ``b`` does not
+    divide both dimensions.
+    """
+    b = int(blocksize)
+    out_f, in_f = t.shape
+    if b < 1 or out_f % b or in_f % b:
+        raise ValueError(f"blocksize {b} must divide both dimensions of a {tuple(t.shape)} matrix")
+    v = t.reshape(out_f // b, b, in_f // b, b)
+    if op == "sum":
+        return v.sum(dim=(1, 3))
+    if op == "any":
+        return v.any(dim=3).any(dim=1)
+    if op == "all":
+        return v.all(dim=3).all(dim=1)
+    raise ValueError(f"op must be 'sum', 'any' or 'all', got {op!r}")
+
+
+def block_any(mask: torch.Tensor, blocksize: int) -> torch.Tensor:
+    """Bool ``[out / b, in / b]``: blocks of ``mask [out, in]`` with any stored entry."""
+    return block_reduce(mask, blocksize, "any")
+
+
+def block_norms(dense: torch.Tensor, blocksize: int) -> torch.Tensor:
+    """Frobenius norm of every ``b × b`` block of ``dense [out, in]`` -> ``[out / b, in / b]``
+    (block magnitude, the score of block pruning and block drop)."""
+    return block_reduce(dense.detach().square(), blocksize, "sum").sqrt()
+
+
+def expand_block_mask(block_mask: torch.Tensor, blocksize: int) -> torch.Tensor:
+    """Element mask ``[R * b, C * b]`` of a block mask ``[R, C]`` (each block repeated b × b)."""
+    b = int(blocksize)
+    return block_mask.repeat_interleave(b, dim=0).repeat_interleave(b, dim=1)
+
+
+def first_partial_block(mask: torch.Tensor, blocksize: int):
+    """``(block_row, block_col)`` of the first block of ``mask`` that is partly set, or None when
+    every block is all-stored or all-empty (the mask can be stored in BSR without padding)."""
+    partial = block_reduce(mask, blocksize, "any") & ~block_reduce(mask, blocksize, "all")
+    if not bool(partial.any()):
+        return None
+    r, c = partial.nonzero()[0].tolist()
+    return r, c
+
+
+def csr_to_bsr_structure(crow_indices: torch.Tensor, col_indices: torch.Tensor, shape, blocksize: int):
+    """BSR structure of a block-aligned CSR matrix (every ``b × b`` block fully stored or empty).
+
+    Args:
+        crow_indices, col_indices: the element-level CSR of ``W [out, in]`` (sorted columns).
+        shape: ``(out, in)``, both divisible by ``b``.
+        blocksize: ``b``.
+
+    Returns:
+        ``(bcrow, bcol, perm)``: int64 ``[out / b + 1]``, ``[nnzb]`` (block columns) and ``[nnz]``
+        such that ``values[perm].view(nnzb, b, b)[k, i, j]`` is ``W[br * b + i, bcol[k] * b + j]``
+        for block ``k`` in block row ``br``.
+
+    Raises:
+        ValueError: the structure is not block-aligned.
+    """
+    b = int(blocksize)
+    out_f, in_f = shape
+    rows = csr_row_indices(crow_indices)
+    cols = col_indices
+    grid_c = in_f // b
+    bkey = (rows // b) * grid_c + cols // b
+    within = (rows % b) * b + cols % b
+    perm = torch.argsort(bkey * (b * b) + within)
+    nnz = cols.numel()
+    if nnz % (b * b):
+        raise ValueError(f"structure is not block-aligned for blocksize {b}: nnz={nnz} is not a multiple of {b * b}")
+    sorted_keys = bkey[perm]
+    blocks = sorted_keys.view(-1, b * b)
+    if blocks.numel() and not bool((blocks == blocks[:, :1]).all()) or \
+            not torch.equal(within[perm].view(-1, b * b),
+                            torch.arange(b * b, device=cols.device).expand(nnz // (b * b), b * b)):
+        raise ValueError(f"structure is not block-aligned for blocksize {b} (a block is partly stored)")
+    block_ids = blocks[:, 0] if blocks.numel() else sorted_keys[:0]
+    bcol = block_ids % grid_c
+    counts = torch.bincount(block_ids // grid_c, minlength=out_f // b)
+    bcrow = torch.zeros(out_f // b + 1, dtype=torch.int64, device=cols.device)
+    bcrow[1:] = torch.cumsum(counts, 0)
+    return bcrow, bcol, perm

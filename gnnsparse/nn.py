@@ -7,6 +7,7 @@ that changes, is decided by a training regime (``gnnsparse.regimes``), never her
 from __future__ import annotations
 
 import math
+import os
 import warnings
 import weakref
 from typing import Callable, Iterable, Mapping
@@ -33,6 +34,35 @@ def _check_sparsity(sparsity: float) -> float:
     if not (0.0 <= sparsity < 1.0) or math.isnan(sparsity):
         raise ValueError(f"sparsity must be in [0, 1) (fraction of zero weights), got {sparsity}")
     return sparsity
+
+
+LAYOUTS = ("csr", "bsr")
+EXECUTORS = ("auto", "sparse", "dense")
+
+
+def _check_layout(layout, blocksize, out_features: int, in_features: int):
+    """Validated ``(layout, blocksize)``; blocksize is None for CSR."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(map(repr, LAYOUTS))}, got {layout!r}")
+    if layout == "csr":
+        if blocksize not in (None, 1):
+            raise ValueError(f"blocksize is only used with layout='bsr', got blocksize={blocksize!r}")
+        return "csr", None
+    if isinstance(blocksize, bool) or not isinstance(blocksize, int) or blocksize < 1:
+        raise ValueError(f"layout='bsr' needs an int blocksize >= 1 (4, 8, 16 or 32 are fast), got {blocksize!r}")
+    if out_features % blocksize or in_features % blocksize:
+        raise ValueError(f"layout='bsr': blocksize {blocksize} must divide out_features={out_features} and "
+                         f"in_features={in_features}")
+    return "bsr", int(blocksize)
+
+
+def _check_executor(executor):
+    """``None``/``"auto"`` (measured choice, :mod:`gnnsparse.chooser`), ``"sparse"`` or ``"dense"``."""
+    if executor is None:
+        return "auto"
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor must be one of {', '.join(map(repr, EXECUTORS))}, got {executor!r}")
+    return executor
 
 
 def _is_inplace(func) -> bool:
@@ -149,6 +179,19 @@ class SparseLinear(nn.Module):
         backend: ``None`` (auto), ``"cpu"`` or ``"torch"``; see :func:`gnnsparse.ops.resolve_backend`.
         generator: ``torch.Generator`` for the random structure.
         device, dtype: as for ``nn.Linear`` (float32 or float64).
+        layout: ``"csr"`` (any structure) or ``"bsr"``: whole ``blocksize × blocksize`` blocks are
+            stored or not (a random structure draws blocks; a mask must be block-aligned) and the
+            forward runs the block-sparse kernel ``gnnsparse.ops.bsr_linear``. Values are kept in
+            CSR order either way, so regimes and optimizers see the same ``values`` parameter.
+        blocksize: block edge for ``layout="bsr"``; must divide both dimensions (4, 8, 16 and 32
+            have fast kernels).
+        executor: ``"auto"`` (default; also ``None``): per call, the kernel measured fastest for
+            this shape, density, layout, dtype and thread count by :func:`gnnsparse.chooser.choose`
+            (cached on disk, so a layer is never slower than dense by our choice; the environment
+            variable ``GNNSPARSE_EXECUTOR=dense|sparse`` overrides it); ``"sparse"``: always the
+            layout's sparse kernel; ``"dense"``: ``F.linear`` with the dense weight built from
+            ``values`` (dense FLOPs). The executor of the last forward is ``last_executor``; the
+            choice is saved in ``state_dict`` (extra state) and restored with it.
 
     Attributes:
         values (Parameter): ``[nnz]`` stored weights, row-major (CSR order).
@@ -166,7 +209,8 @@ class SparseLinear(nn.Module):
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, sparsity: float = 0.9,
                  *, mask: torch.Tensor | None = None, backend: str | None = None,
-                 generator: torch.Generator | None = None, device=None, dtype=None):
+                 generator: torch.Generator | None = None, device=None, dtype=None,
+                 layout: str = "csr", blocksize: int | None = None, executor: str | None = None):
         super().__init__()
         import numbers
 
@@ -179,15 +223,24 @@ class SparseLinear(nn.Module):
         self.in_features = int(in_features)
         self.out_features = int(out_features)
         self.backend = ops.check_backend(backend) if backend is not None else None
+        self.layout, self.blocksize = _check_layout(layout, blocksize, self.out_features, self.in_features)
+        self.executor = _check_executor(executor)
+        self._pinned_choice = None  # an executor restored from a checkpoint
+        self._choice = None  # (key, gnnsparse.chooser.Choice) of the last forward
+        self.last_executor = None  # "dense", "csr" or "bsr": what the last forward ran
         dtype = dtype or torch.get_default_dtype()
         if dtype not in (torch.float32, torch.float64):
             raise TypeError(f"SparseLinear supports float32 and float64 values, got {dtype}")
         if mask is None:
             # draw nnz random positions directly: memory scales with nnz, not out * in
             sparsity = _check_sparsity(sparsity)
-            numel = self.in_features * self.out_features
+            b = self.blocksize or 1
+            grid = (self.out_features // b, self.in_features // b) if b else (0, 0)
+            numel = grid[0] * grid[1]
             keys = formats.random_keys(numel, formats.nnz_for_density(numel, 1.0 - sparsity),
                                        generator=generator, device=device)
+            if b > 1:  # random blocks: every entry of a chosen block is stored
+                keys = formats.block_keys_to_keys(keys, grid[1], b)
             crow, col = formats.keys_to_csr(keys, self.out_features, self.in_features)
         else:
             self._check_mask(mask)
@@ -209,6 +262,16 @@ class SparseLinear(nn.Module):
         if tuple(mask.shape) != (self.out_features, self.in_features):
             raise ValueError(f"mask must have shape [{self.out_features}, {self.in_features}] "
                              f"(out_features, in_features), got {tuple(mask.shape)}")
+        if self.layout == "bsr":
+            bad = formats.first_partial_block(mask, self.blocksize)
+            if bad is not None:
+                raise ValueError(f"layout='bsr' with blocksize {self.blocksize} stores whole blocks, but block "
+                                 f"(row {bad[0]}, col {bad[1]}) of the mask is partly set; use "
+                                 f"gnnsparse.formats.expand_block_mask(block_mask, {self.blocksize})")
+
+    def block_mask(self) -> torch.Tensor:
+        """Bool ``[out / b, in / b]`` of stored blocks (``b`` = :attr:`blocksize`; 1 for CSR)."""
+        return formats.block_any(self.mask(), self.blocksize or 1)
 
     @property
     def nnz(self) -> int:
@@ -250,6 +313,8 @@ class SparseLinear(nn.Module):
             ValueError: the triple is not a valid ``[out, in]`` CSR matrix.
         """
         formats.validate_csr(crow_indices, col_indices, values, (self.out_features, self.in_features))
+        if self.layout == "bsr":
+            self._check_mask(formats.csr_to_mask(crow_indices, col_indices, (self.out_features, self.in_features)))
         self._structure_version += 1
         self.crow_indices = crow_indices.to(self.crow_indices.device)
         self.col_indices = col_indices.to(self.col_indices.device)
@@ -321,15 +386,19 @@ class SparseLinear(nn.Module):
     # ------------------------------------------------------------------ conversion
     @classmethod
     def from_dense(cls, linear: nn.Module, sparsity: float | None = None, mask: torch.Tensor | None = None,
-                   backend: str | None = None) -> "SparseLinear":
+                   backend: str | None = None, *, layout: str = "csr", blocksize: int | None = None,
+                   executor: str | None = None) -> "SparseLinear":
         """Build a ``SparseLinear`` from a dense ``nn.Linear`` or PyG ``Linear``.
 
         Args:
             linear: the dense layer (weight ``[out, in]``).
             sparsity: keep the ``round((1 - sparsity) * numel)`` largest-magnitude weights
-                (ties broken by position).
-            mask: bool ``[out, in]`` of positions to keep (overrides ``sparsity``).
-            With neither, every nonzero weight is kept.
+                (ties broken by position); with ``layout="bsr"`` the blocks of largest Frobenius
+                norm (block magnitude pruning), ``round((1 - sparsity) * numel / b²)`` of them.
+            mask: bool ``[out, in]`` of positions to keep (overrides ``sparsity``); block-aligned
+                for ``layout="bsr"``.
+            With neither, every nonzero weight is kept (for BSR: every block with a nonzero).
+            layout, blocksize, executor: as for the constructor.
 
         Raises:
             ValueError: bad sparsity or mask shape; TypeError: not a linear layer.
@@ -338,14 +407,23 @@ class SparseLinear(nn.Module):
             raise TypeError(f"from_dense expects nn.Linear or torch_geometric Linear, got {type(linear).__name__}")
         in_f, out_f = _linear_dims(linear)
         w = linear.weight.detach()
+        layout, blocksize = _check_layout(layout, blocksize, out_f, in_f)
+        b = blocksize or 1
         if mask is None:
             if sparsity is None:
                 mask = w != 0
+                if b > 1:
+                    mask = formats.expand_block_mask(formats.block_any(mask, b), b)
             else:
                 s = _check_sparsity(sparsity)
-                mask = formats.topk_mask(w.abs(), formats.nnz_for_density(w.numel(), 1.0 - s))
+                if b > 1:
+                    norms = formats.block_norms(w, b)
+                    mask = formats.expand_block_mask(
+                        formats.topk_mask(norms, formats.nnz_for_density(norms.numel(), 1.0 - s)), b)
+                else:
+                    mask = formats.topk_mask(w.abs(), formats.nnz_for_density(w.numel(), 1.0 - s))
         layer = cls(in_f, out_f, bias=linear.bias is not None, mask=mask.to(w.device), backend=backend,
-                    device=w.device, dtype=w.dtype)
+                    device=w.device, dtype=w.dtype, layout=layout, blocksize=blocksize, executor=executor)
         crow, col, vals = formats.mask_to_csr(mask.to(w.device), w)
         layer.set_csr(crow, col, vals)
         if linear.bias is not None:
@@ -375,9 +453,95 @@ class SparseLinear(nn.Module):
             raise TypeError(f"SparseLinear expects a torch.Tensor input, got {type(x).__name__}")
         if x.dim() == 0 or x.shape[-1] != self.in_features:
             raise ValueError(f"SparseLinear expects input [*, {self.in_features}], got shape {tuple(x.shape)}")
+        executor = self._resolve_executor(x)
+        self.last_executor = executor
+        if executor == "dense":
+            return nn.functional.linear(x, self.dense_weight(), self.bias)
+        if executor == "bsr":
+            bcrow, bcol, perm = self._bsr_structure()
+            b = self.blocksize
+            return ops.bsr_linear(x, bcrow, bcol, self.values[perm].view(-1, b, b), self.bias,
+                                  self.out_features, backend=self.backend)
         return ops.csr_linear(x, self.crow_indices, self.col_indices, self.values, self.bias,
                               self.out_features, backend=self.backend,
                               transpose=self._cached_transpose(x))
+
+    # ------------------------------------------------------------------ execution choice
+    def _structure_key(self):
+        crow, col = self.crow_indices, self.col_indices
+        return (self._structure_version, crow.data_ptr(), crow._version, col.data_ptr(), col._version,
+                col.numel())
+
+    def choose_executor(self) -> str:
+        """Resolve the executor for CPU inputs now (runs the chooser's measurement if it is not
+        cached), so that it does not happen inside a timed or FLOP-counted first step. Returns
+        ``"dense"``, ``"csr"`` or ``"bsr"``."""
+        return self._resolve_executor(torch.empty(0, self.in_features, dtype=self.values.dtype))
+
+    def _resolve_executor(self, x: torch.Tensor) -> str:
+        """``"dense"``, ``"csr"`` or ``"bsr"`` for this call (see :attr:`executor`)."""
+        sparse = self.layout
+        if (self.executor == "sparse" or torch.compiler.is_compiling()
+                or ops.resolve_backend(self.backend, x.device) != "cpu"):
+            return sparse
+        if self.executor == "dense":
+            return "dense"
+        if self._pinned_choice is not None:
+            return self._pinned_choice
+        from . import chooser
+
+        env = os.environ.get("GNNSPARSE_EXECUTOR", "").strip() or "auto"
+        key = (self.nnz, torch.get_num_threads(), self.values.dtype, env, chooser.get_override())
+        if self._choice is None or self._choice[0] != key:
+            b = self.blocksize or 1
+            numel_units = self.numel_dense // (b * b) if b else 0
+            density = (self.nnz / (b * b)) / numel_units if numel_units else 0.0
+            if self.nnz == 0 or self.numel_dense == 0:
+                return sparse
+            from torch.utils._python_dispatch import _disable_current_modes
+
+            with _disable_current_modes():  # the measurement is not part of a FLOP count or trace
+                choice = chooser.choose(self.out_features, self.in_features, max(density, 1e-3),
+                                        layout=self.layout, blocksize=self.blocksize, dtype=self.values.dtype)
+            self._choice = (key, choice)
+        return self._choice[1].executor
+
+    @property
+    def choice(self):
+        """The :class:`gnnsparse.chooser.Choice` behind the last forward (None before the first
+        forward, with ``executor="sparse"``/``"dense"``, or when restored from a checkpoint)."""
+        return None if self._choice is None else self._choice[1]
+
+    def _bsr_structure(self):
+        """``(block crow [out/b + 1], block col [nnzb], perm [nnz])`` of the current structure:
+        ``values[perm].view(nnzb, b, b)`` are the BSR blocks. Cached per structure."""
+        key = self._structure_key()
+        cache = getattr(self, "_bsr_cache", None)
+        if cache is None or cache[0] != key:
+            cache = (key, formats.csr_to_bsr_structure(self.crow_indices, self.col_indices,
+                                                       (self.out_features, self.in_features), self.blocksize))
+            self._bsr_cache = cache
+        return cache[1]
+
+    def get_extra_state(self):
+        """Layout, block size and executor choice, saved in checkpoints (``state_dict``)."""
+        chosen = self._pinned_choice or (self._choice[1].executor if self._choice is not None else None)
+        return {"layout": self.layout, "blocksize": self.blocksize, "executor": self.executor,
+                "chosen_executor": chosen}
+
+    def set_extra_state(self, state) -> None:
+        if not isinstance(state, dict):
+            raise ValueError(f"SparseLinear extra state must be a dict, got {type(state).__name__}")
+        layout, blocksize = _check_layout(state.get("layout", "csr"), state.get("blocksize"),
+                                          self.out_features, self.in_features)
+        if (layout, blocksize) != (self.layout, self.blocksize):
+            raise ValueError(f"checkpoint layer has layout={layout!r}, blocksize={blocksize} but this layer has "
+                             f"layout={self.layout!r}, blocksize={self.blocksize}")
+        self.executor = _check_executor(state.get("executor"))
+        chosen = state.get("chosen_executor")
+        if chosen not in (None, "dense", self.layout):
+            raise ValueError(f"checkpoint executor {chosen!r} is not 'dense' or {self.layout!r}")
+        self._pinned_choice = chosen
 
     def _cached_transpose(self, x: torch.Tensor):
         """``(t_crow, t_col, t_perm)`` of the current structure when this call's backward will
@@ -388,8 +552,7 @@ class SparseLinear(nn.Module):
                 or ops.resolve_backend(self.backend, x.device) != "cpu"):
             return None
         crow, col = self.crow_indices, self.col_indices
-        key = (self._structure_version, crow.data_ptr(), crow._version, col.data_ptr(), col._version,
-               col.numel())
+        key = self._structure_key()
         cache = getattr(self, "_transpose_cache", None)
         if cache is None or cache[0] != key:
             cache = (key, ops.csr_transpose(crow, col, self.in_features))
@@ -398,9 +561,12 @@ class SparseLinear(nn.Module):
 
     def extra_repr(self) -> str:
         backend = self.backend or ops.resolve_backend(None, self.values.device)
+        layout = self.layout if self.layout == "csr" else f"bsr, blocksize={self.blocksize}"
+        chosen = self._pinned_choice or (self._choice[1].executor if self._choice is not None else None)
+        ex = self.executor if chosen is None else f"{self.executor} -> {chosen}"
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
                 f"bias={self.bias is not None}, sparsity={self.sparsity:.4f}, nnz={self.nnz}, "
-                f"layout=csr, backend={backend}")
+                f"layout={layout}, backend={backend}, executor={ex}")
 
     # ------------------------------------------------------------------ state dict
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
@@ -437,7 +603,8 @@ def _matches(name: str, patterns: Iterable[str] | None) -> bool:
 def sparsify(model: nn.Module, sparsity: float | Mapping[str, float], include: Iterable[str] | None = None,
              exclude: Iterable[str] | None = None, *, masks: Mapping[str, torch.Tensor] | None = None,
              init: str = "magnitude", min_numel: int = MIN_SPARSE_NUMEL, backend: str | None = None,
-             generator: torch.Generator | None = None) -> dict[str, SparseLinear]:
+             generator: torch.Generator | None = None, layout: str = "csr", blocksize: int | None = None,
+             executor: str | None = None) -> dict[str, SparseLinear]:
     """Replace the Linear layers of ``model`` by :class:`SparseLinear`, in place.
 
     Swaps ``torch.nn.Linear`` and PyG ``Linear`` modules anywhere in the tree, including those
@@ -461,6 +628,11 @@ def sparsify(model: nn.Module, sparsity: float | Mapping[str, float], include: I
             (sparse training from scratch).
         min_numel: with a single float ``sparsity``, layers with fewer weights stay dense (see
             ``MIN_SPARSE_NUMEL``) and a ``UserWarning`` names them; ``min_numel=0`` sparsifies all.
+        layout, blocksize: ``"csr"`` (default) or ``"bsr"`` with a block size that divides both
+            dimensions of every swapped layer (block magnitude pruning / random blocks); a layer
+            whose shape it does not divide stays dense and is named in a ``UserWarning``.
+        executor: ``"auto"`` (default: measured choice of dense or sparse kernel per layer, see
+            :mod:`gnnsparse.chooser`), ``"sparse"`` or ``"dense"``.
 
     Returns:
         ``{name: SparseLinear}`` of the layers that were swapped.
@@ -472,6 +644,8 @@ def sparsify(model: nn.Module, sparsity: float | Mapping[str, float], include: I
     """
     if init not in ("magnitude", "random"):
         raise ValueError(f"init must be 'magnitude' or 'random', got {init!r}")
+    _check_layout(layout, blocksize, 0, 0)
+    executor = _check_executor(executor)
     include, exclude = _patterns(include, "include"), _patterns(exclude, "exclude")
     if not isinstance(sparsity, Mapping):
         _check_sparsity(sparsity)
@@ -495,7 +669,7 @@ def sparsify(model: nn.Module, sparsity: float | Mapping[str, float], include: I
         if unknown:
             raise ValueError(f"sparsify: {label} names layers that are not linear layers of the model: "
                              f"{', '.join(unknown)} (linear layers: {', '.join(sorted(all_names)) or 'none'})")
-    targets, too_small = [], []
+    targets, too_small, not_divisible = [], [], []
     for key, names in names_of.items():
         module, name = modules[key], names[0]
         if include is not None and not any(_matches(n, include) for n in names):
@@ -503,6 +677,9 @@ def sparsify(model: nn.Module, sparsity: float | Mapping[str, float], include: I
         if exclude is not None and any(_matches(n, exclude) for n in names):
             continue
         in_f, out_f = _linear_dims(module)
+        if layout == "bsr" and (in_f % blocksize or out_f % blocksize):
+            not_divisible.append(f"{name} ({out_f}x{in_f})")
+            continue
         mask_name = next((n for n in names if n in masks), None)
         if mask_name is not None:
             targets.append((names, module, masks[mask_name], None))
@@ -522,16 +699,20 @@ def sparsify(model: nn.Module, sparsity: float | Mapping[str, float], include: I
         warnings.warn(f"sparsify: kept dense (fewer than min_numel={min_numel} weights): "
                       f"{', '.join(too_small)}; pass min_numel=0 to sparsify them too", UserWarning,
                       stacklevel=2)
+    if not_divisible:
+        warnings.warn(f"sparsify: kept dense (blocksize {blocksize} does not divide the shape): "
+                      f"{', '.join(not_divisible)}", UserWarning, stacklevel=2)
     swapped = {}
+    kw = dict(backend=backend, layout=layout, blocksize=blocksize, executor=executor)
     for names, module, mask, s in targets:
         if mask is not None:
-            new = SparseLinear.from_dense(module, mask=mask, backend=backend)
+            new = SparseLinear.from_dense(module, mask=mask, **kw)
         elif init == "magnitude":
-            new = SparseLinear.from_dense(module, sparsity=s, backend=backend)
+            new = SparseLinear.from_dense(module, sparsity=s, **kw)
         else:
             in_f, out_f = _linear_dims(module)
-            new = SparseLinear(in_f, out_f, bias=module.bias is not None, sparsity=s, backend=backend,
-                               generator=generator, device=module.weight.device, dtype=module.weight.dtype)
+            new = SparseLinear(in_f, out_f, bias=module.bias is not None, sparsity=s, generator=generator,
+                               device=module.weight.device, dtype=module.weight.dtype, **kw)
         for name in names:  # a shared module stays shared
             _set_submodule(model, name, new)
             swapped[name] = new

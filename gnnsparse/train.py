@@ -61,6 +61,11 @@ class TrainConfig:
         update_end: fraction of training after which masks stop changing (RigL: 0.75).
         backend: sparse op backend (None = auto).
         min_numel: layers with fewer weights stay dense.
+        layout: ``"csr"`` or ``"bsr"`` (both regimes: block magnitude pruning / block drop-and-grow,
+            block-sparse kernels); layers whose shape ``blocksize`` does not divide stay dense.
+        blocksize: BSR block edge (``layout="bsr"`` only).
+        executor: ``"auto"`` (measured dense-vs-sparse choice per layer, :mod:`gnnsparse.chooser`),
+            ``"sparse"`` or ``"dense"``; sparse layers the chooser runs dense count dense FLOPs.
     """
 
     epochs: int = 30
@@ -84,6 +89,9 @@ class TrainConfig:
     update_end: float = 0.75
     backend: str | None = None
     min_numel: int = MIN_SPARSE_NUMEL
+    layout: str = "csr"
+    blocksize: int | None = None
+    executor: str = "auto"
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first bad field."""
@@ -105,6 +113,14 @@ class TrainConfig:
             raise ValueError(f"grow must be one of {regimes.GROW_MODES}, got {self.grow!r}")
         if not 0.0 <= self.drop_fraction < 1.0:
             raise ValueError(f"drop_fraction must be in [0, 1), got {self.drop_fraction}")
+        if self.layout not in ("csr", "bsr"):
+            raise ValueError(f"layout must be 'csr' or 'bsr', got {self.layout!r}")
+        if self.layout == "bsr" and (not isinstance(self.blocksize, int) or self.blocksize < 1):
+            raise ValueError(f"layout='bsr' needs blocksize >= 1, got {self.blocksize!r}")
+        if self.layout == "csr" and self.blocksize not in (None, 1):
+            raise ValueError(f"blocksize is only used with layout='bsr', got {self.blocksize!r}")
+        if self.executor not in ("auto", "sparse", "dense"):
+            raise ValueError(f"executor must be 'auto', 'sparse' or 'dense', got {self.executor!r}")
         for name in ("prune_start", "prune_end", "update_end"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
@@ -254,7 +270,11 @@ def sparsity_report(model: nn.Module, kept_dense: dict[str, str]) -> dict:
     layers, stored_sp, numel_sp, stored_all, numel_all = [], 0, 0, 0, 0
     for name, m in model.named_modules():
         if isinstance(m, SparseLinear):
-            numel, nnz, kind = m.numel_dense, m.nnz, "csr"
+            numel, nnz = m.numel_dense, m.nnz
+            kind = m.layout if m.layout == "csr" else f"bsr{m.blocksize}"
+            ran = m.last_executor
+            if ran == "dense":  # the chooser ran it dense: its FLOPs are counted dense
+                kind += " (executed dense: measured faster; dense FLOPs counted)"
             stored_sp += nnz
             numel_sp += numel
         elif linear_like(m):
@@ -263,10 +283,12 @@ def sparsity_report(model: nn.Module, kept_dense: dict[str, str]) -> dict:
             kind = f"dense (kept: {kept_dense[name]})" if name in kept_dense else "dense"
         else:
             continue
-        stored_all += nnz if kind == "csr" else numel
+        sparse = isinstance(m, SparseLinear)
+        stored_all += nnz if sparse else numel
         numel_all += numel
-        layers.append({"name": name, "kind": kind, "numel": numel, "nnz": nnz if kind == "csr" else numel,
-                       "sparsity": 1.0 - (nnz if kind == "csr" else numel) / numel if numel else 0.0})
+        layers.append({"name": name, "kind": kind, "numel": numel, "nnz": nnz if sparse else numel,
+                       "sparsity": 1.0 - (nnz if sparse else numel) / numel if numel else 0.0,
+                       "executor": m.last_executor if sparse else "dense"})
     return {
         "measured_sparsity": 1.0 - stored_sp / numel_sp if numel_sp else 0.0,
         "model_sparsity": 1.0 - stored_all / numel_all if numel_all else 0.0,
@@ -395,7 +417,22 @@ def run_dense(task, cfg: TrainConfig, progress=None) -> dict:
 
 def _targets(model, cfg: TrainConfig, sparsity: float):
     shapes, kept = regimes.candidate_layers(model, cfg.min_numel)
+    if cfg.layout == "bsr":
+        b = cfg.blocksize
+        for name in [n for n, (o, i) in shapes.items() if o % b or i % b]:
+            kept[name] = f"blocksize {b} does not divide {shapes.pop(name)}"
     return regimes.layer_sparsities(shapes, sparsity, cfg.distribution), kept
+
+
+def _sparse_kw(cfg: TrainConfig) -> dict:
+    return dict(backend=cfg.backend, layout=cfg.layout, blocksize=cfg.blocksize, executor=cfg.executor)
+
+
+def _choose_executors(model: nn.Module) -> None:
+    """Resolve every sparse layer's executor before training (outside timed steps)."""
+    with torch.no_grad():
+        for layer in sparse_layers(model).values():
+            layer.choose_executor()
 
 
 def run_train_and_prune(task, cfg: TrainConfig, sparsity: float, progress=None) -> dict:
@@ -418,7 +455,7 @@ def run_train_and_prune(task, cfg: TrainConfig, sparsity: float, progress=None) 
     else:
         start = end = total
     pruner = regimes.MagnitudePruner(model, targets, cfg.pruning, cfg.prune_schedule, start, end,
-                                     cfg.update_interval)
+                                     cfg.update_interval, blocksize=cfg.blocksize if cfg.layout == "bsr" else None)
     opt = _adam(model, cfg)
     state = _RunState()
 
@@ -429,7 +466,8 @@ def run_train_and_prune(task, cfg: TrainConfig, sparsity: float, progress=None) 
     ft = cfg.finetune
     _run_phase(model, task, opt, _Phase("dense-prune", cfg.epochs, ft == 0, after=after), state, gen, progress)
     masks = pruner.masks(finalize=True)
-    sparsify(model, targets, masks=masks, backend=cfg.backend)
+    sparsify(model, targets, masks=masks, **_sparse_kw(cfg))
+    _choose_executors(model)
     if ft == 0:  # no fine-tuning: select the final pruned model
         state.best_state = copy.deepcopy(model.state_dict())
         state.best_metrics = task.evaluate(model, "val")
@@ -450,7 +488,8 @@ def run_sparse_training(task, cfg: TrainConfig, sparsity: float, progress=None) 
     model = task.build_model(cfg)
     targets, kept = _targets(model, cfg, sparsity)
     mask_gen = torch.Generator().manual_seed(cfg.seed + 1)
-    sparsify(model, targets, init="random", backend=cfg.backend, generator=mask_gen)
+    sparsify(model, targets, init="random", generator=mask_gen, **_sparse_kw(cfg))
+    _choose_executors(model)
     opt = _adam(model, cfg)
     total = cfg.epochs * _steps_per_epoch(task)
     dst = regimes.DynamicSparseTraining(model, opt, cfg.update_interval, int(cfg.update_end * total),

@@ -94,6 +94,20 @@ class _GradCapture:
         self.handle.remove()
 
 
+def _units(layer: SparseLinear):
+    """``(unit keys, unit magnitudes)`` of a layer: per stored weight (``row * in + col``,
+    ``|value|``) for CSR; per stored block (``block_row * (in / b) + block_col``, Frobenius norm of
+    the block) for BSR. Keys ascending."""
+    b = layer.blocksize or 1
+    vals = layer.values.detach()
+    if b == 1:
+        return formats.csr_keys(layer.crow_indices, layer.col_indices, layer.in_features), vals.abs()
+    bcrow, bcol, perm = formats.csr_to_bsr_structure(layer.crow_indices, layer.col_indices,
+                                                     (layer.out_features, layer.in_features), b)
+    keys = formats.csr_row_indices(bcrow) * (layer.in_features // b) + bcol
+    return keys, vals[perm].view(-1, b * b).norm(dim=1)
+
+
 class DynamicSparseTraining:
     """Drop-and-grow schedule for every :class:`SparseLinear` in a model (RigL or SET).
 
@@ -108,6 +122,8 @@ class DynamicSparseTraining:
         drop_fraction: α, initial drop fraction in ``[0, 1)``.
         grow: ``"rigl"`` or ``"set"``.
         generator: random source for SET.
+        Layers with ``layout="bsr"`` drop and grow whole blocks (block magnitude / block gradient
+        norm), so they stay block-aligned.
         scope: ``"layer"``: every layer drops and regrows ``round(α·nnz_l)`` (its nnz never changes);
             ``"global"``: the ``round(α·Σnnz)`` smallest magnitudes over all layers are dropped and as
             many positions grown by the best scores over all layers, so the total nnz never changes but
@@ -166,9 +182,12 @@ class DynamicSparseTraining:
                 flops += f
                 cap.close()
         self._captures = {}
-        old_keys = {n: formats.csr_keys(l.crow_indices, l.col_indices, l.in_features)
-                    for n, l in self.layers.items()}
-        kept = self._drop(alpha, old_keys)
+        # Drop and grow work on units: single weights (CSR layers) or whole b x b blocks (BSR
+        # layers, blocksize b): block magnitude = Frobenius norm of the block's values, RigL's grow
+        # score = Frobenius norm of the block's dense gradient, SET draws blocks uniformly.
+        units = {n: _units(l) for n, l in self.layers.items()}
+        old_keys = {n: u[0] for n, u in units.items()}
+        kept = self._drop(alpha, old_keys, {n: u[1] for n, u in units.items()})
         scores = {n: self._grow_scores(n, kept[n], grads.get(n)) for n in self.layers}
         grown = self._choose_grown(scores, {n: old_keys[n].numel() - kept[n][0].numel() for n in self.layers})
         changed = 0
@@ -176,23 +195,31 @@ class DynamicSparseTraining:
             keep_idx, kept_keys = kept[name]
             if grown[name].numel() == 0 and kept_keys.numel() == old_keys[name].numel():
                 continue
-            changed += self._apply(layer, old_keys[name], kept_keys, grown[name])
+            b = layer.blocksize or 1
+            if b > 1:  # blocks -> the element positions they cover
+                grid_c = layer.in_features // b
+                changed += self._apply(layer, formats.csr_keys(layer.crow_indices, layer.col_indices,
+                                                               layer.in_features),
+                                       formats.block_keys_to_keys(kept_keys, grid_c, b),
+                                       formats.block_keys_to_keys(grown[name], grid_c, b)) // (b * b)
+            else:
+                changed += self._apply(layer, old_keys[name], kept_keys, grown[name])
         self.updates += 1
         self.history.append({"step": step, "drop_fraction": alpha, "changed": changed,
                              "nnz": {n: l.nnz for n, l in self.layers.items()}})
         return flops
 
-    def _drop(self, alpha: float, old_keys: dict) -> dict:
-        """``{name: (kept storage indices, kept keys)}`` after dropping the smallest magnitudes.
+    def _drop(self, alpha: float, old_keys: dict, vals: dict) -> dict:
+        """``{name: (kept unit indices, kept unit keys)}`` after dropping the smallest magnitudes.
 
-        Per layer: ``round(α·nnz_l)`` from each layer (capped by the free positions it can regrow into).
-        Global: ``round(α·Σnnz)`` smallest over all layers pooled.
+        Per layer: ``round(α·nnz_l)`` units from each layer (none when it has no free position to
+        regrow into). Global: ``round(α·Σnnz)`` smallest over all layers pooled.
         """
-        vals = {n: l.values.detach().abs() for n, l in self.layers.items()}
         if self.scope == "layer":
             drop_counts = {}
             for n, l in self.layers.items():
-                nnz, numel = l.nnz, l.numel_dense
+                b = l.blocksize or 1
+                nnz, numel = old_keys[n].numel(), l.numel_dense // (b * b)
                 k = int(round(alpha * nnz))
                 drop_counts[n] = 0 if nnz in (0, numel) else min(k, nnz)
         else:
@@ -219,10 +246,12 @@ class DynamicSparseTraining:
 
     def _grow_scores(self, name: str, kept, dense_grad) -> torch.Tensor:
         layer = self.layers[name]
+        b = layer.blocksize or 1
         if self.grow == "rigl":
-            scores = dense_grad.abs().reshape(-1).double()
+            g = dense_grad.double()
+            scores = (g.abs() if b == 1 else formats.block_norms(g, b)).reshape(-1)
         else:
-            scores = torch.rand(layer.numel_dense, generator=self.generator, dtype=torch.float64)
+            scores = torch.rand(layer.numel_dense // (b * b), generator=self.generator, dtype=torch.float64)
         scores[kept[1]] = -math.inf
         return scores
 

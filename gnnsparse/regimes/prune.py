@@ -46,13 +46,18 @@ class MagnitudePruner:
         schedule: ``"gradual"`` (cubic, masks updated every ``interval`` steps between ``start``
             and ``end``) or ``"oneshot"`` (prune once at ``end``).
         start, end: steps of the schedule; ``interval``: steps between mask updates.
+        blocksize: ``None``/1 prunes single weights by ``|w|``; ``b > 1`` prunes whole ``b × b``
+            blocks by their Frobenius norm (block magnitude pruning), so the final masks can be
+            stored in BSR (``SparseLinear(layout="bsr", blocksize=b)``); ``b`` must divide every
+            target layer's shape.
 
     Raises:
         ValueError: unknown mode/schedule, a target outside [0, 1), a layer that is missing.
     """
 
     def __init__(self, model: nn.Module, targets: Mapping[str, float], mode: str = "layer",
-                 schedule: str = "gradual", start: int = 0, end: int = 0, interval: int = 1):
+                 schedule: str = "gradual", start: int = 0, end: int = 0, interval: int = 1,
+                 blocksize: int | None = None):
         if mode not in PRUNING_MODES:
             raise ValueError(f"pruning mode must be one of {PRUNING_MODES}, got {mode!r}")
         if schedule not in PRUNE_SCHEDULES:
@@ -62,6 +67,13 @@ class MagnitudePruner:
             if not 0.0 <= s < 1.0:
                 raise ValueError(f"target sparsity for {n} must be in [0, 1), got {s}")
         self.targets = dict(targets)
+        self.blocksize = 1 if blocksize is None else blocksize
+        if isinstance(self.blocksize, bool) or not isinstance(self.blocksize, int) or self.blocksize < 1:
+            raise ValueError(f"blocksize must be an int >= 1 or None, got {blocksize!r}")
+        for n, m in self.layers.items():
+            o, i = m.weight.shape
+            if o % self.blocksize or i % self.blocksize:
+                raise ValueError(f"blocksize {self.blocksize} does not divide the shape ({o}, {i}) of layer {n}")
         self.mode, self.schedule = mode, schedule
         self.start, self.end, self.interval = int(start), int(max(end, start)), max(1, int(interval))
         self._masks = {n: torch.ones_like(m.weight, dtype=torch.bool) for n, m in self.layers.items()}
@@ -73,23 +85,29 @@ class MagnitudePruner:
     def prune_to(self, fraction: float) -> None:
         """Set masks so each layer (or the pool) reaches ``fraction`` of its final sparsity."""
         targets = self._scaled_targets(fraction)
-        weights = {n: m.weight.detach() for n, m in self.layers.items()}
+        b = self.blocksize
+        # scores per unit: |w| per weight, or the Frobenius norm per b x b block
+        scores = {n: (m.weight.detach().abs() if b == 1 else formats.block_norms(m.weight.detach(), b))
+                  for n, m in self.layers.items()}
+        unit_masks = {}
         if self.mode == "layer":
-            for n, w in weights.items():
-                k = formats.nnz_for_density(w.numel(), 1.0 - targets[n])
-                self._masks[n] = formats.topk_mask(w.abs(), k)
+            for n, sc in scores.items():
+                k = formats.nnz_for_density(sc.numel(), 1.0 - targets[n])
+                unit_masks[n] = formats.topk_mask(sc, k)
         else:
-            total = sum(w.numel() for w in weights.values())
-            keep = sum(w.numel() * (1.0 - targets[n]) for n, w in weights.items())
+            total = sum(sc.numel() for sc in scores.values())
+            keep = sum(sc.numel() * (1.0 - targets[n]) for n, sc in scores.items())
             k = formats.nnz_for_density(total, keep / total if total else 1.0)
-            names = list(weights)
-            flat = torch.cat([weights[n].abs().reshape(-1) for n in names])
+            names = list(scores)
+            flat = torch.cat([scores[n].reshape(-1).double() for n in names])
             mask = formats.topk_mask(flat, k)
             off = 0
             for n in names:
-                size = weights[n].numel()
-                self._masks[n] = mask[off:off + size].reshape(weights[n].shape)
+                size = scores[n].numel()
+                unit_masks[n] = mask[off:off + size].reshape(scores[n].shape)
                 off += size
+        for n, um in unit_masks.items():
+            self._masks[n] = um if b == 1 else formats.expand_block_mask(um, b)
         self.current_fraction = fraction
         self.apply()
 
