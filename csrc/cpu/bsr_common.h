@@ -97,6 +97,7 @@ struct VF8 {  // 8 floats (ymm)
   GNNSPARSE_TARGET_AVX2 static inline R zero() { return _mm256_setzero_ps(); }
   GNNSPARSE_TARGET_AVX2 static inline R load(const T* p) { return _mm256_loadu_ps(p); }
   GNNSPARSE_TARGET_AVX2 static inline void store(T* p, R v) { _mm256_storeu_ps(p, v); }
+  GNNSPARSE_TARGET_AVX2 static inline void stream(T* p, R v) { _mm256_stream_ps(p, v); }
   GNNSPARSE_TARGET_AVX2 static inline R bcast(const T* p) { return _mm256_broadcast_ss(p); }
   GNNSPARSE_TARGET_AVX2 static inline R fma(R a, R b, R c) { return _mm256_fmadd_ps(a, b, c); }
   GNNSPARSE_TARGET_AVX2 static inline R add(R a, R b) { return _mm256_add_ps(a, b); }
@@ -109,6 +110,7 @@ struct VF4 {  // 4 floats (xmm, VEX encoded)
   GNNSPARSE_TARGET_AVX2 static inline R zero() { return _mm_setzero_ps(); }
   GNNSPARSE_TARGET_AVX2 static inline R load(const T* p) { return _mm_loadu_ps(p); }
   GNNSPARSE_TARGET_AVX2 static inline void store(T* p, R v) { _mm_storeu_ps(p, v); }
+  GNNSPARSE_TARGET_AVX2 static inline void stream(T* p, R v) { _mm_stream_ps(p, v); }
   GNNSPARSE_TARGET_AVX2 static inline R bcast(const T* p) { return _mm_broadcast_ss(p); }
   GNNSPARSE_TARGET_AVX2 static inline R fma(R a, R b, R c) { return _mm_fmadd_ps(a, b, c); }
   GNNSPARSE_TARGET_AVX2 static inline R add(R a, R b) { return _mm_add_ps(a, b); }
@@ -121,6 +123,7 @@ struct VD4 {  // 4 doubles (ymm)
   GNNSPARSE_TARGET_AVX2 static inline R zero() { return _mm256_setzero_pd(); }
   GNNSPARSE_TARGET_AVX2 static inline R load(const T* p) { return _mm256_loadu_pd(p); }
   GNNSPARSE_TARGET_AVX2 static inline void store(T* p, R v) { _mm256_storeu_pd(p, v); }
+  GNNSPARSE_TARGET_AVX2 static inline void stream(T* p, R v) { _mm256_stream_pd(p, v); }
   GNNSPARSE_TARGET_AVX2 static inline R bcast(const T* p) { return _mm256_broadcast_sd(p); }
   GNNSPARSE_TARGET_AVX2 static inline R fma(R a, R b, R c) { return _mm256_fmadd_pd(a, b, c); }
   GNNSPARSE_TARGET_AVX2 static inline R add(R a, R b) { return _mm256_add_pd(a, b); }

@@ -29,6 +29,8 @@ namespace {
 using bsr::check_bsr;
 
 constexpr int64_t kGenericTile = 8;  // nodes per tile of the portable path
+constexpr int64_t kPrefetchTiles = 2;  // AVX2 path: prefetch X this many tiles ahead
+constexpr int64_t kStreamBytes = int64_t(16) << 20;  // outputs this large: non-temporal stores
 
 // ---------------------------------------------------------------------------
 // Portable path. Y[n, br*b + i] = bias + sum_k sum_j X[n, col[k]*b + j] * P[k][j][i] for the
@@ -78,7 +80,7 @@ void fwd_rows_generic(const T* __restrict X, int64_t ldx, int64_t nn, const int6
 // AVX2 micro-kernel: NT nodes x one slice of VB vectors (outputs s0 .. s0 + VB*W of a block
 // row). X: first node's row (ldx stride), cols/P: the blocks of the block row,
 // bias/Y: already offset to the slice (Y: first node's row, ldy stride).
-template <typename V, int B, int VB, int NT>
+template <typename V, int B, int VB, int NT, bool kStream>
 GNNSPARSE_TARGET_AVX2 inline void fwd_micro(const typename V::T* __restrict X, int64_t ldx,
                                             const int64_t* __restrict cols,
                                             const typename V::T* __restrict P, int64_t nblk,
@@ -88,25 +90,43 @@ GNNSPARSE_TARGET_AVX2 inline void fwd_micro(const typename V::T* __restrict X, i
   using R = typename V::R;
   constexpr int W = V::W;
   R acc[NT][VB];
+  #pragma GCC unroll 32
   for (int v = 0; v < VB; ++v) {
     const R init = bias ? V::load(bias + v * W) : V::zero();
+    #pragma GCC unroll 32
     for (int n = 0; n < NT; ++n) acc[n][v] = init;
   }
   for (int64_t q = 0; q < nblk; ++q) {
+    // Opaque copy of ldx: stops the compiler from hoisting all NT * B addresses
+    // x + n * ldx + j out of the block loop (they would be spilled); inside one block the
+    // addresses are then NT row pointers plus immediate offsets.
+    int64_t ld = ldx;
+    asm("" : "+r"(ld));
     const T* __restrict xq = X + cols[q] * B;
     const T* __restrict pq = P + q * (B * B) + s0;
-#pragma GCC unroll 4
+    #pragma GCC unroll 32
     for (int j = 0; j < B; ++j) {
       R w[VB];
+      #pragma GCC unroll 32
       for (int v = 0; v < VB; ++v) w[v] = V::load(pq + j * B + v * W);
+      #pragma GCC unroll 32
       for (int n = 0; n < NT; ++n) {
-        const R xb = V::bcast(xq + n * ldx + j);
+        const R xb = V::bcast(xq + n * ld + j);
+        #pragma GCC unroll 32
         for (int v = 0; v < VB; ++v) acc[n][v] = V::fma(xb, w[v], acc[n][v]);
       }
     }
   }
+  #pragma GCC unroll 32
   for (int n = 0; n < NT; ++n)
-    for (int v = 0; v < VB; ++v) V::store(Y + n * ldy + v * W, acc[n][v]);
+    #pragma GCC unroll 32
+    for (int v = 0; v < VB; ++v) {
+      if constexpr (kStream) {
+        V::stream(Y + n * ldy + v * W, acc[n][v]);
+      } else {
+        V::store(Y + n * ldy + v * W, acc[n][v]);
+      }
+    }
 }
 
 // fwd_micro for a run-time node count nn in [1, NT].
@@ -117,23 +137,31 @@ GNNSPARSE_TARGET_AVX2 void fwd_micro_tail(int nn, const typename V::T* X, int64_
                                           typename V::T* Y, int64_t ldy) {
   if constexpr (NT >= 1) {
     if (nn == NT) {
-      fwd_micro<V, B, VB, NT>(X, ldx, cols, P, nblk, s0, bias, Y, ldy);
+      fwd_micro<V, B, VB, NT, false>(X, ldx, cols, P, nblk, s0, bias, Y, ldy);
     } else {
       fwd_micro_tail<V, B, VB, NT - 1>(nn, X, ldx, cols, P, nblk, s0, bias, Y, ldy);
     }
   }
 }
 
-// All block rows for nn (<= Cfg::NT) nodes starting at X / Y.
-template <typename T, int B>
+// All block rows for nn (<= Cfg::NT) nodes starting at X / Y. While computing, the
+// pf_bytes bytes at pf (rows of a later tile of X) are prefetched into L2, spread over the
+// block rows. kStream: full micro-tiles store Y with non-temporal stores (Y 32-byte aligned).
+template <typename T, int B, bool kStream>
 GNNSPARSE_TARGET_AVX2 void fwd_rows_avx2(const T* X, int64_t ldx, int64_t nn, const int64_t* crow,
                                          const int64_t* col, const T* P, int64_t nbr,
-                                         const T* bias, T* Y, int64_t ldy) {
+                                         const T* bias, T* Y, int64_t ldy, const T* pf,
+                                         int64_t pf_bytes) {
   using C = bsr::Cfg<T, B>;
   using V = typename C::V;
   constexpr int S = C::VB * V::W;  // outputs per slice
   static_assert(B % S == 0, "slice must divide the blocksize");
+  const char* pfc = reinterpret_cast<const char*>(pf);
+  const int64_t pf_lines = pf_bytes / 64;
+  int64_t pf_done = 0;
   for (int64_t br = 0; br < nbr; ++br) {
+    const int64_t pf_to = pf_lines * (br + 1) / nbr;
+    for (; pf_done < pf_to; ++pf_done) _mm_prefetch(pfc + pf_done * 64, _MM_HINT_T1);
     const int64_t kb = crow[br];
     const int64_t nblk = crow[br + 1] - kb;
     const int64_t* cols = col + kb;
@@ -142,7 +170,7 @@ GNNSPARSE_TARGET_AVX2 void fwd_rows_avx2(const T* X, int64_t ldx, int64_t nn, co
       const T* bs = bias ? bias + br * B + s0 : nullptr;
       T* ys = Y + br * B + s0;
       if (nn == C::NT) {
-        fwd_micro<V, B, C::VB, C::NT>(X, ldx, cols, pb, nblk, s0, bs, ys, ldy);
+        fwd_micro<V, B, C::VB, C::NT, kStream>(X, ldx, cols, pb, nblk, s0, bs, ys, ldy);
       } else {
         fwd_micro_tail<V, B, C::VB, C::NT - 1>(static_cast<int>(nn), X, ldx, cols, pb, nblk,
                                                s0, bs, ys, ldy);
@@ -163,18 +191,44 @@ void bsr_fwd_driver(const T* X, int64_t N, int64_t ldx, const int64_t* crow, con
   const int64_t ntiles = ceil_div(N, tile);
   if (ntiles == 0 || nbr == 0) return;
   const int nt = num_threads_for(ntiles);
-#pragma omp parallel for schedule(static) num_threads(nt)
+#if GNNSPARSE_HAVE_AVX2_PATH
+  // Non-temporal stores when Y is far larger than the caches (no read-for-ownership, no
+  // eviction of X) and each micro-tile slice of a node is one or more whole cache lines
+  // (partial-line non-temporal stores are slow).
+  using C = bsr::Cfg<T, B ? B : 4>;
+  constexpr int64_t slice_bytes = int64_t(C::VB) * C::V::W * sizeof(T);
+  const bool stream = kAvx2 && slice_bytes % 64 == 0 &&
+                      N * ldy * static_cast<int64_t>(sizeof(T)) >= kStreamBytes &&
+                      reinterpret_cast<uintptr_t>(Y) % 64 == 0 &&
+                      (ldy * static_cast<int64_t>(sizeof(T))) % 64 == 0;
+#endif
+#pragma omp parallel num_threads(nt)
+  {
+#pragma omp for schedule(static) nowait
   for (int64_t t = 0; t < ntiles; ++t) {
     const int64_t n0 = t * tile;
     const int64_t nn = std::min<int64_t>(tile, N - n0);
     if constexpr (kAvx2) {
 #if GNNSPARSE_HAVE_AVX2_PATH
-      fwd_rows_avx2<T, B>(X + n0 * ldx, ldx, nn, crow, col, P, nbr, bias, Y + n0 * ldy, ldy);
+      const int64_t p0 = std::min<int64_t>(N, n0 + kPrefetchTiles * tile);
+      const int64_t p1 = std::min<int64_t>(N, p0 + tile);
+      const int64_t pf_bytes = (p1 - p0) * ldx * static_cast<int64_t>(sizeof(T));
+      if (stream) {
+        fwd_rows_avx2<T, B, true>(X + n0 * ldx, ldx, nn, crow, col, P, nbr, bias, Y + n0 * ldy,
+                                  ldy, X + p0 * ldx, pf_bytes);
+      } else {
+        fwd_rows_avx2<T, B, false>(X + n0 * ldx, ldx, nn, crow, col, P, nbr, bias,
+                                   Y + n0 * ldy, ldy, X + p0 * ldx, pf_bytes);
+      }
 #endif
     } else {
       fwd_rows_generic<T, B>(X + n0 * ldx, ldx, nn, crow, col, P, nbr, b, bias, Y + n0 * ldy,
                              ldy);
     }
+  }
+#if GNNSPARSE_HAVE_AVX2_PATH
+  if (stream) _mm_sfence();  // order this thread's non-temporal stores before the join
+#endif
   }
 }
 

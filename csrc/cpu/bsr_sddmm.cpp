@@ -61,33 +61,46 @@ GNNSPARSE_TARGET_AVX2 inline void sddmm_micro(const typename V::T* __restrict G,
   using R = typename V::R;
   constexpr int W = V::W;
   R acc[US][RS][VB];
+  #pragma GCC unroll 32
   for (int r = 0; r < RS; ++r)
+    #pragma GCC unroll 32
     for (int v = 0; v < VB; ++v) {
       acc[0][r][v] = V::load(part + r * B + v * W);
+      #pragma GCC unroll 32
       for (int u = 1; u < US; ++u) acc[u][r][v] = V::zero();
     }
   int64_t n = 0;
   for (; n + US <= nn; n += US) {
+    #pragma GCC unroll 32
     for (int u = 0; u < US; ++u) {
       R xv[VB];
+      #pragma GCC unroll 32
       for (int v = 0; v < VB; ++v) xv[v] = V::load(X + (n + u) * ldx + v * W);
+      #pragma GCC unroll 32
       for (int r = 0; r < RS; ++r) {
         const R g = V::bcast(G + (n + u) * ldg + r);
+        #pragma GCC unroll 32
         for (int v = 0; v < VB; ++v) acc[u][r][v] = V::fma(g, xv[v], acc[u][r][v]);
       }
     }
   }
   for (; n < nn; ++n) {
     R xv[VB];
+    #pragma GCC unroll 32
     for (int v = 0; v < VB; ++v) xv[v] = V::load(X + n * ldx + v * W);
+    #pragma GCC unroll 32
     for (int r = 0; r < RS; ++r) {
       const R g = V::bcast(G + n * ldg + r);
+      #pragma GCC unroll 32
       for (int v = 0; v < VB; ++v) acc[0][r][v] = V::fma(g, xv[v], acc[0][r][v]);
     }
   }
+  #pragma GCC unroll 32
   for (int r = 0; r < RS; ++r)
+    #pragma GCC unroll 32
     for (int v = 0; v < VB; ++v) {
       R s = acc[0][r][v];
+      #pragma GCC unroll 32
       for (int u = 1; u < US; ++u) s = V::add(s, acc[u][r][v]);
       V::store(part + r * B + v * W, s);
     }
