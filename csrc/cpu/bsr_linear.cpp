@@ -29,7 +29,7 @@ namespace {
 using bsr::check_bsr;
 
 constexpr int64_t kGenericTile = 8;  // nodes per tile of the portable path
-constexpr int64_t kPrefetchTiles = 2;  // AVX2 path: prefetch X this many tiles ahead
+constexpr int64_t kPrefetchTiles = 4;  // AVX2 path: prefetch X this many tiles ahead
 constexpr int64_t kStreamBytes = int64_t(16) << 20;  // outputs this large: non-temporal stores
 
 // ---------------------------------------------------------------------------

@@ -3,11 +3,12 @@
 //
 // Nodes are split into fixed-size chunks (size depends on N and the partial size only, see
 // reduction_chunk_nodes); chunks are distributed over threads with OpenMP schedule(static).
-// Inside a chunk, sub-tiles of kSub nodes (L2 resident) are processed block by block: a slice
+// Inside a chunk, sub-tiles of kSub nodes (L1 resident) are processed block by block: a slice
 // of RS block rows x VB vectors of a block's partial sum stays in registers while the
 // sub-tile's nodes are accumulated as outer products (broadcast of grad_out[n, br*b + i]
 // times the contiguous vector x[n, col*b + j ..]). Chunk partial sums [nchunks, nnzb, b, b]
-// are reduced in chunk order, so the result is bit-identical for any thread count.
+// are reduced in chunk order, so the result is bit-identical for any thread count. The next
+// sub-tile's rows are prefetched into L2 while one is computed.
 #include "bsr_common.h"
 
 #include <ATen/ops/empty.h>
@@ -17,7 +18,7 @@ namespace gnnsparse {
 namespace cpu {
 namespace {
 
-constexpr int64_t kSub = 64;  // nodes per sub-tile inside a reduction chunk
+constexpr int64_t kSub = 16;  // nodes per sub-tile inside a reduction chunk (L1 resident rows)
 
 // ---------------------------------------------------------------------------
 // Portable path: part[i][j] += sum_{n < nn} G[n, i] * X[n, j] for one block
@@ -120,15 +121,27 @@ GNNSPARSE_TARGET_AVX2 void sddmm_micro_tail(int rs, const typename V::T* G, int6
   }
 }
 
+// One sub-tile of nn nodes (G/X at its first node) for all stored blocks. While computing,
+// the next sub-tile's rows of G and X (pf_g / pf_x, pf_g_bytes / pf_x_bytes) are prefetched
+// into L2, spread over the block rows.
 template <typename T, int B>
 GNNSPARSE_TARGET_AVX2 void sddmm_sub_avx2(const T* G, int64_t ldg, const T* X, int64_t ldx,
                                           int64_t nn, const int64_t* crow, const int64_t* col,
-                                          int64_t nbr, T* part) {
+                                          int64_t nbr, T* part, const T* pf_g, int64_t pf_g_bytes,
+                                          const T* pf_x, int64_t pf_x_bytes) {
   using C = bsr::Cfg<T, B>;
   using V = typename C::V;
   constexpr int S = C::VB * V::W;  // columns per slice
   static_assert(B % S == 0, "slice must divide the blocksize");
+  const char* pg = reinterpret_cast<const char*>(pf_g);
+  const char* px = reinterpret_cast<const char*>(pf_x);
+  const int64_t g_lines = pf_g_bytes / 64, x_lines = pf_x_bytes / 64;
+  int64_t g_done = 0, x_done = 0;
   for (int64_t br = 0; br < nbr; ++br) {
+    for (const int64_t g_to = g_lines * (br + 1) / nbr; g_done < g_to; ++g_done)
+      _mm_prefetch(pg + g_done * 64, _MM_HINT_T1);
+    for (const int64_t x_to = x_lines * (br + 1) / nbr; x_done < x_to; ++x_done)
+      _mm_prefetch(px + x_done * 64, _MM_HINT_T1);
     const T* gb = G + br * B;
     for (int64_t k = crow[br]; k < crow[br + 1]; ++k) {
       const T* xb = X + col[k] * B;
@@ -160,17 +173,22 @@ void bsr_sddmm_driver(const T* G, const T* X, int64_t N, int64_t ldg, int64_t ld
   AlignedBuffer<T> partial_buf(nchunks > 1 ? nchunks * elems : 1);
   T* partial = nchunks > 1 ? partial_buf.get() : out;
   const int nt = num_threads_for(nchunks);
+  const int64_t sub = kSub;
 #pragma omp parallel for schedule(static) num_threads(nt)
   for (int64_t c = 0; c < nchunks; ++c) {
     T* part = partial + c * elems;
     std::fill(part, part + elems, T(0));
     const int64_t nb = c * chunk;
     const int64_t ne = std::min<int64_t>(N, nb + chunk);
-    for (int64_t n0 = nb; n0 < ne; n0 += kSub) {
-      const int64_t nn = std::min<int64_t>(kSub, ne - n0);
+    for (int64_t n0 = nb; n0 < ne; n0 += sub) {
+      const int64_t nn = std::min<int64_t>(sub, ne - n0);
       if constexpr (kAvx2) {
 #if GNNSPARSE_HAVE_AVX2_PATH
-        sddmm_sub_avx2<T, B>(G + n0 * ldg, ldg, X + n0 * ldx, ldx, nn, crow, col, nbr, part);
+        const int64_t p0 = std::min<int64_t>(ne, n0 + sub);
+        const int64_t p1 = std::min<int64_t>(ne, p0 + sub);
+        const int64_t pn = (p1 - p0) * static_cast<int64_t>(sizeof(T));
+        sddmm_sub_avx2<T, B>(G + n0 * ldg, ldg, X + n0 * ldx, ldx, nn, crow, col, nbr, part,
+                             G + p0 * ldg, pn * ldg, X + p0 * ldx, pn * ldx);
 #endif
       } else {
         sddmm_sub_generic<T, B>(G + n0 * ldg, ldg, X + n0 * ldx, ldx, nn, crow, col, nbr, b,
