@@ -131,16 +131,17 @@ struct VD4 {  // 4 doubles (ymm)
 
 // Register tiling per (dtype, blocksize), 16 ymm registers in all:
 //   V: vector type; VB: vectors per output slice (a block row is B / (VB * W) slices);
-//   NT: nodes per forward micro-tile (NT * VB accumulators, <= 12);
+//   NT: nodes per forward micro-tile (NT * VB accumulators, <= 12; 8 when VB = 1, as 12 row
+//   pointers would spill general-purpose registers);
 //   RS: block rows per SDDMM micro-tile (RS * VB accumulators); US: 2 = two accumulator
 //   sets over alternating nodes (when RS * VB alone is too few chains to hide FMA latency).
 template <typename T, int B>
 struct Cfg;
-template <> struct Cfg<float, 4>   { using V = VF4; static constexpr int VB = 1, NT = 12, RS = 4, US = 2; };
-template <> struct Cfg<float, 8>   { using V = VF8; static constexpr int VB = 1, NT = 12, RS = 8, US = 1; };
+template <> struct Cfg<float, 4>   { using V = VF4; static constexpr int VB = 1, NT = 8, RS = 4, US = 2; };
+template <> struct Cfg<float, 8>   { using V = VF8; static constexpr int VB = 1, NT = 8, RS = 8, US = 1; };
 template <> struct Cfg<float, 16>  { using V = VF8; static constexpr int VB = 2, NT = 6, RS = 6, US = 1; };
 template <> struct Cfg<float, 32>  { using V = VF8; static constexpr int VB = 2, NT = 6, RS = 6, US = 1; };
-template <> struct Cfg<double, 4>  { using V = VD4; static constexpr int VB = 1, NT = 12, RS = 4, US = 2; };
+template <> struct Cfg<double, 4>  { using V = VD4; static constexpr int VB = 1, NT = 8, RS = 4, US = 2; };
 template <> struct Cfg<double, 8>  { using V = VD4; static constexpr int VB = 2, NT = 6, RS = 6, US = 1; };
 template <> struct Cfg<double, 16> { using V = VD4; static constexpr int VB = 2, NT = 6, RS = 6, US = 1; };
 template <> struct Cfg<double, 32> { using V = VD4; static constexpr int VB = 2, NT = 6, RS = 6, US = 1; };
