@@ -28,6 +28,22 @@ TORCH_LIBRARY(gnnsparse, m) {
   m.def("csr_sddmm(Tensor grad_out, Tensor x, Tensor crow_indices, Tensor col_indices) -> Tensor");
   // [out] column sums of grad_out [N, out].
   m.def("bias_grad(Tensor grad_out) -> Tensor");
+
+  // ---- Block-sparse (BSR) weights, square b x b blocks (kernels: csrc/cpu/bsr_*.cpp):
+  //   crow_indices int64 [out_features / b + 1], col_indices int64 [nnzb] (block columns),
+  //   values [nnzb, b, b] with values[k, i, j] = W[br * b + i, col[k] * b + j].
+  // Y [N, out] = x [N, in] @ W^T (+ bias [out]); b = values.size(1).
+  m.def(
+      "bsr_linear(Tensor x, Tensor crow_indices, Tensor col_indices, Tensor values, "
+      "Tensor? bias, SymInt out_features) -> Tensor");
+  // dX [N, in] = grad_out [N, out] @ W.
+  m.def(
+      "bsr_linear_backward_input(Tensor grad_out, Tensor crow_indices, Tensor col_indices, "
+      "Tensor values, SymInt in_features) -> Tensor");
+  // dvalues [nnzb, b, b]: dvalues[k, i, j] = sum_n grad_out[n, br(k)*b + i] * x[n, col[k]*b + j].
+  m.def(
+      "bsr_sddmm(Tensor grad_out, Tensor x, Tensor crow_indices, Tensor col_indices, "
+      "SymInt blocksize) -> Tensor");
 }
 
 // `import gnnsparse._C` needs a module init function; the ops are registered by

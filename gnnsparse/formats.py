@@ -9,6 +9,15 @@ A weight ``W`` of shape ``(out_features, in_features)`` is held as three tensors
 
 Everything here is vectorized torch code (no Python loop over rows). These helpers
 build and take apart structures; the matmul kernels live in ``gnnsparse.ops``.
+
+Block-sparse (BSR) weights with square ``b x b`` blocks (``b`` divides both dims) are held as
+
+* ``crow_indices``: int64 ``[out_features / b + 1]`` (CSR of the block matrix);
+* ``col_indices``: int64 ``[nnzb]``, block-column indices, sorted and unique within a block row;
+* ``values``: float ``[nnzb, b, b]``, ``values[k, i, j] = W[br * b + i, col[k] * b + j]``.
+
+See :func:`dense_to_bsr`, :func:`bsr_to_dense`, :func:`block_norms`,
+:func:`block_mask_to_bsr` and :func:`validate_bsr`.
 """
 
 from __future__ import annotations
@@ -34,6 +43,10 @@ __all__ = [
     "expand_block_mask",
     "first_partial_block",
     "csr_to_bsr_structure",
+    "dense_to_bsr",
+    "bsr_to_dense",
+    "block_mask_to_bsr",
+    "validate_bsr",
 ]
 
 
@@ -268,12 +281,6 @@ def block_any(mask: torch.Tensor, blocksize: int) -> torch.Tensor:
     return block_reduce(mask, blocksize, "any")
 
 
-def block_norms(dense: torch.Tensor, blocksize: int) -> torch.Tensor:
-    """Frobenius norm of every ``b × b`` block of ``dense [out, in]`` -> ``[out / b, in / b]``
-    (block magnitude, the score of block pruning and block drop)."""
-    return block_reduce(dense.detach().square(), blocksize, "sum").sqrt()
-
-
 def expand_block_mask(block_mask: torch.Tensor, blocksize: int) -> torch.Tensor:
     """Element mask ``[R * b, C * b]`` of a block mask ``[R, C]`` (each block repeated b × b)."""
     b = int(blocksize)
@@ -329,3 +336,152 @@ def csr_to_bsr_structure(crow_indices: torch.Tensor, col_indices: torch.Tensor, 
     bcrow = torch.zeros(out_f // b + 1, dtype=torch.int64, device=cols.device)
     bcrow[1:] = torch.cumsum(counts, 0)
     return bcrow, bcol, perm
+# Block-sparse (BSR) helpers
+def _check_blocks(shape, blocksize: int, name: str = "weight"):
+    """Number of block rows/columns of ``shape`` for ``blocksize`` (ValueError if it does not divide)."""
+    out_f, in_f = (int(d) for d in shape)
+    if isinstance(blocksize, bool) or not isinstance(blocksize, int) or blocksize < 1:
+        raise ValueError(f"{name}: blocksize must be a positive int, got {blocksize!r}")
+    if out_f % blocksize or in_f % blocksize:
+        raise ValueError(f"{name}: shape ({out_f}, {in_f}) is not divisible by blocksize {blocksize}")
+    return out_f // blocksize, in_f // blocksize
+
+
+def _blocks_view(dense: torch.Tensor, blocksize: int) -> torch.Tensor:
+    """``[out/b, in/b, b, b]`` view-like tensor of the blocks of ``dense [out, in]``."""
+    nbr, nbc = _check_blocks(dense.shape, blocksize)
+    b = blocksize
+    return dense.reshape(nbr, b, nbc, b).permute(0, 2, 1, 3)
+
+
+def block_norms(dense: torch.Tensor, blocksize: int) -> torch.Tensor:
+    """Frobenius norm of every ``b x b`` block of ``dense`` (for block magnitude pruning).
+
+    Args:
+        dense: float ``[out, in]``; ``blocksize`` must divide both dims.
+        blocksize: ``b >= 1``.
+
+    Returns:
+        ``[out / b, in / b]``, dtype of ``dense``.
+
+    Raises:
+        ValueError: ``dense`` is not 2-D, or ``blocksize`` is not a positive int dividing both dims.
+    """
+    if dense.dim() != 2:
+        raise ValueError(f"dense must be 2-D [out, in], got shape {tuple(dense.shape)}")
+    return torch.linalg.vector_norm(_blocks_view(dense, blocksize), dim=(2, 3))
+
+
+def block_mask_to_bsr(block_mask: torch.Tensor, dense: torch.Tensor | None, blocksize: int):
+    """BSR of the blocks marked in ``block_mask``, values taken from ``dense``.
+
+    Args:
+        block_mask: bool ``[out / b, in / b]``; True keeps a block (even if all its values are 0).
+        dense: float ``[out, in]`` with ``out = block_mask.shape[0] * b`` (likewise ``in``), or
+            None (structure only).
+        blocksize: ``b >= 1``.
+
+    Returns:
+        ``(crow_indices int64 [out/b + 1], col_indices int64 [nnzb], values [nnzb, b, b])``
+        (block columns sorted within each block row); ``values`` is None when ``dense`` is None.
+
+    Raises:
+        ValueError: mask not 2-D, ``dense`` of the wrong shape, bad ``blocksize``.
+        TypeError: mask not bool.
+    """
+    if block_mask.dim() != 2:
+        raise ValueError(f"block_mask must be 2-D [out/b, in/b], got shape {tuple(block_mask.shape)}")
+    if block_mask.dtype != torch.bool:
+        raise TypeError(f"block_mask must be torch.bool, got {block_mask.dtype}")
+    nbr, nbc = block_mask.shape
+    _check_blocks((nbr * blocksize, nbc * blocksize), blocksize)
+    keys = torch.nonzero(block_mask.reshape(-1), as_tuple=False).reshape(-1)
+    crow, col = keys_to_csr(keys, nbr, nbc)
+    values = None
+    if dense is not None:
+        if tuple(dense.shape) != (nbr * blocksize, nbc * blocksize):
+            raise ValueError(f"dense shape {tuple(dense.shape)} != block_mask shape {tuple(block_mask.shape)} "
+                             f"x blocksize {blocksize}")
+        values = _blocks_view(dense, blocksize).reshape(nbr * nbc, blocksize, blocksize)[keys].contiguous()
+    return crow, col, values
+
+
+def dense_to_bsr(dense: torch.Tensor, blocksize: int, mask: torch.Tensor | None = None):
+    """Convert a dense ``[out, in]`` matrix to BSR with ``b x b`` blocks.
+
+    Args:
+        dense: float ``[out, in]``; ``blocksize`` must divide both dims.
+        blocksize: ``b >= 1``.
+        mask: optional bool block mask ``[out / b, in / b]`` of the blocks to store; by default
+            every block with a nonzero entry is stored.
+
+    Returns:
+        ``(crow_indices, col_indices, values)`` as in :func:`block_mask_to_bsr`.
+
+    Raises:
+        ValueError: ``dense`` not 2-D, bad ``blocksize``, mask of the wrong shape.
+        TypeError: mask not bool.
+    """
+    if dense.dim() != 2:
+        raise ValueError(f"dense must be 2-D [out, in], got shape {tuple(dense.shape)}")
+    nbr, nbc = _check_blocks(dense.shape, blocksize)
+    if mask is None:
+        mask = (_blocks_view(dense, blocksize) != 0).flatten(2).any(-1)
+    elif tuple(mask.shape) != (nbr, nbc):
+        raise ValueError(f"mask must have shape ({nbr}, {nbc}) = dense shape / blocksize, got {tuple(mask.shape)}")
+    return block_mask_to_bsr(mask, dense, blocksize)
+
+
+def bsr_to_dense(crow_indices, col_indices, values, shape) -> torch.Tensor:
+    """Dense ``[out, in]`` tensor equal to the BSR matrix (differentiable w.r.t. ``values``).
+
+    Args:
+        crow_indices: int64 ``[out / b + 1]``; col_indices: int64 ``[nnzb]``;
+        values: float ``[nnzb, b, b]``; shape: ``(out, in)``, both divisible by ``b``.
+
+    Raises:
+        ValueError: ``values`` not 3-D with square blocks, ``shape`` not divisible by ``b``.
+    """
+    if values.dim() != 3 or values.shape[1] != values.shape[2]:
+        raise ValueError(f"values must be [nnzb, b, b], got shape {tuple(values.shape)}")
+    b = int(values.shape[1])
+    nbr, nbc = _check_blocks(shape, b)
+    keys = csr_keys(crow_indices, col_indices, nbc)
+    blocks = values.new_zeros((nbr * nbc, b, b)).index_put((keys,), values)
+    return blocks.reshape(nbr, nbc, b, b).permute(0, 2, 1, 3).reshape(nbr * b, nbc * b)
+
+
+def validate_bsr(crow_indices, col_indices, values, shape, blocksize: int | None = None,
+                 name: str = "weight", check_sorted: bool = True) -> None:
+    """Raise ``ValueError`` naming the problem if the BSR triple is not a valid ``shape`` matrix.
+
+    Args:
+        crow_indices: int64 ``[out / b + 1]``; col_indices: int64 ``[nnzb]``.
+        values: ``[nnzb, b, b]`` or None (structure only; then ``blocksize`` is required).
+        shape: ``(out, in)``.
+        blocksize: ``b``; taken from ``values`` when None, checked against it otherwise.
+        check_sorted: also require sorted unique block columns within each block row.
+
+    Raises:
+        ValueError: blocksize missing/invalid or not dividing ``shape``; ``values`` not
+            ``[nnzb, b, b]``; any CSR problem of the block structure (see :func:`validate_csr`).
+    """
+    if values is not None:
+        if not isinstance(values, torch.Tensor):
+            raise ValueError(f"{name}: values must be a tensor, got {type(values).__name__}")
+        if values.device.type == "meta":
+            raise ValueError(f"{name}: values is a meta tensor (no data to check or compute with)")
+        if values.dim() != 3 or values.shape[1] != values.shape[2]:
+            raise ValueError(f"{name}: values must be [nnzb, b, b] (square blocks), got shape "
+                             f"{tuple(values.shape)}")
+        vb = int(values.shape[1])
+        if blocksize is not None and int(blocksize) != vb:
+            raise ValueError(f"{name}: blocksize {blocksize} != values block size {vb}")
+        blocksize = vb
+    if blocksize is None:
+        raise ValueError(f"{name}: blocksize is required when values is None")
+    nbr, nbc = _check_blocks(shape, int(blocksize), name)
+    validate_csr(crow_indices, col_indices, None, (nbr, nbc), name=name, check_sorted=check_sorted)
+    if values is not None and values.shape[0] != col_indices.numel():
+        raise ValueError(f"{name}: values must have shape [{col_indices.numel()}, {blocksize}, {blocksize}] "
+                         f"(nnzb = len(col_indices)), got {tuple(values.shape)}")

@@ -28,6 +28,13 @@ multiply-add: ``csr_linear`` ``2·N·nnz``, ``csr_linear_backward_input`` ``2·N
 
 Determinism: on the ``"cpu"`` backend every result is bit-identical for any number of threads
 (reductions over nodes use chunks whose size depends on N only, reduced in a fixed order).
+
+Block-sparse weights (:func:`bsr_linear`): ``W`` in BSR with square ``b x b`` blocks
+(``b`` divides both dims; fast paths for b = 4, 8, 16, 32): ``crow_indices`` int64
+``[out_features / b + 1]``, ``col_indices`` int64 ``[nnzb]`` (block columns), ``values``
+``[nnzb, b, b]`` with ``values[k, i, j] = W[br·b + i, col[k]·b + j]``. Ops ``bsr_linear``,
+``bsr_linear_backward_input`` and ``bsr_sddmm`` (``[nnzb, b, b]`` weight gradient), each
+``2·N·nnzb·b²`` FLOPs; same backends, autograd, fake kernels and determinism as the CSR ops.
 """
 
 from __future__ import annotations
@@ -40,6 +47,8 @@ from . import _ext, reference
 __all__ = [
     "csr_linear",
     "csr_transpose",
+    "bsr_linear",
+    "bsr_linear_flops",
     "resolve_backend",
     "check_backend",
     "csr_linear_flops",
@@ -192,6 +201,71 @@ def csr_transpose(crow_indices: torch.Tensor, col_indices: torch.Tensor, in_feat
     t_crow = torch.zeros(int(in_features) + 1, dtype=torch.int64, device=crow_indices.device)
     t_crow[1:] = torch.cumsum(counts, 0)
     return t_crow, row[perm], perm
+
+
+# =============================================================================================
+# Block-sparse (BSR) weights: public op (registrations in _register_bsr below)
+def bsr_linear_flops(n: int, nnzb: int, blocksize: int) -> int:
+    """FLOPs of one ``bsr_linear`` forward (and of each of its backward ops): ``2·n·nnzb·b²``.
+
+    The bias addition is not counted (as for dense ``addmm``).
+    """
+    return 2 * n * nnzb * blocksize * blocksize
+
+
+def bsr_linear(x: torch.Tensor, crow_indices: torch.Tensor, col_indices: torch.Tensor,
+               values: torch.Tensor, bias: torch.Tensor | None, out_features: int,
+               backend: str | None = None, *, in_features: int | None = None) -> torch.Tensor:
+    """``y = x · Wᵀ + bias`` with ``W`` ``(out_features, in_features)`` in BSR (``b x b`` blocks).
+
+    Args:
+        x: ``[*, in_features]`` float32/float64 (any leading dims, any strides).
+        crow_indices: int64 ``[out_features / b + 1]``.
+        col_indices: int64 ``[nnzb]`` (block-column indices).
+        values: ``[nnzb, b, b]``, same dtype as ``x``; ``values[k, i, j] = W[br·b + i, col[k]·b + j]``.
+        bias: ``[out_features]`` (same dtype) or ``None``.
+        out_features: number of rows of ``W`` (divisible by ``b``).
+        backend: ``"cpu"``, ``"torch"`` or ``None`` (see :func:`resolve_backend`; resolved for
+            ``x.device``).
+        in_features: optional; if given, ``x.shape[-1]`` is checked against it.
+
+    Returns:
+        ``[*, out_features]``, dtype of ``x``. Differentiable w.r.t. ``x``, ``values`` and
+        ``bias``; on the ``"cpu"`` backend the backward runs ``bsr_linear_backward_input``
+        (dX), ``bsr_sddmm`` (dvalues) and ``bias_grad`` only for inputs that need a gradient.
+
+    FLOPs (registered for ``FlopCounterMode``): ``2·N·nnzb·b²``, ``N`` the number of rows of
+    ``x`` flattened to 2-D; the bias addition is not counted.
+
+    Raises:
+        RuntimeError: ``x`` is 0-D or its last dim differs from ``in_features``; from the C++
+            ops: wrong dtype/device/shape of an argument, ``values`` not ``[nnzb, b, b]``,
+            dims not divisible by ``b``, invalid block structure (``crow_indices`` not
+            monotone, wrong length or not ending at nnzb; ``col_indices`` out of range).
+        ValueError: invalid backend name; on the ``"torch"`` backend an invalid BSR triple.
+        ImportError: backend ``"cpu"`` requested but the extension is not built.
+    """
+    if x.dim() == 0:
+        raise RuntimeError("bsr_linear: expected x of shape [*, in_features], got a 0-D tensor")
+    if in_features is not None and x.shape[-1] != in_features:
+        raise RuntimeError(
+            f"bsr_linear: x has shape {tuple(x.shape)} but W has shape "
+            f"({out_features}, {in_features}): the last dim of x must equal in_features = {in_features}")
+    x2 = x if x.dim() == 2 else (x.flatten(0, -2) if x.dim() > 2 else x.unsqueeze(0))
+    name = resolve_backend(backend, x.device)
+    if name == "cpu":
+        _ext.load()
+        y = torch.ops.gnnsparse.bsr_linear(x2, crow_indices, col_indices, values, bias, out_features)
+    else:
+        # the reference does not bounds-check its indexing (a -1 column would wrap around)
+        from .formats import validate_bsr
+
+        validate_bsr(crow_indices, col_indices, values, (int(out_features), int(x2.shape[-1])),
+                     name="bsr_linear", check_sorted=False)
+        y = reference.bsr_linear(x2, crow_indices, col_indices, values, bias, out_features)
+    if x.dim() == 2:
+        return y
+    return y.unflatten(0, x.shape[:-1]) if x.dim() > 2 else y.squeeze(0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -375,5 +449,153 @@ def _register() -> None:
         return 0
 
 
+# =============================================================================================
+# Block-sparse (BSR) registrations: fake kernels, autograd, FLOP formulas.
+def _register_bsr() -> None:
+    from torch.utils.flop_counter import register_flop_formula
+
+    ops = torch.ops.gnnsparse
+
+    def _same_device(name, **tensors):
+        devs = {k: t.device for k, t in tensors.items() if t is not None}
+        first = next(iter(devs.values()))
+        torch._check(all(d == first for d in devs.values()),
+                     lambda: f"{name}: all tensors must be on one device, got "
+                             + ", ".join(f"{k}={d}" for k, d in devs.items()))
+
+    def _bsr_fake_checks(name, crow, col, values, dtype, out_f, in_f, b):
+        torch._check(crow.dtype == torch.int64 and col.dtype == torch.int64,
+                     lambda: f"{name}: crow_indices/col_indices must be int64, got {crow.dtype}/{col.dtype}")
+        torch._check(crow.dim() == 1 and col.dim() == 1, lambda: f"{name}: indices must be 1-D")
+        torch._check(b >= 1, lambda: f"{name}: blocksize must be >= 1, got {b}")
+        torch._check(out_f % b == 0 and in_f % b == 0,
+                     lambda: f"{name}: ({out_f}, {in_f}) is not divisible by blocksize {b}")
+        torch._check(crow.shape[0] == out_f // b + 1,
+                     lambda: f"{name}: crow_indices must have length {out_f // b} + 1, got {crow.shape[0]}")
+        if values is not None:
+            torch._check(values.dim() == 3 and values.shape[0] == col.shape[0] and values.shape[1] == b
+                         and values.shape[2] == b,
+                         lambda: f"{name}: values must have shape [{col.shape[0]}, {b}, {b}], got "
+                                 f"{tuple(values.shape)}")
+            torch._check(values.dtype == dtype, lambda: f"{name}: values dtype {values.dtype} != {dtype}")
+
+    def _blocksize(name, values):
+        torch._check(values.dim() == 3 and values.shape[1] == values.shape[2],
+                     lambda: f"{name}: values must be [nnzb, b, b], got {tuple(values.shape)}")
+        return values.shape[1]
+
+    @torch.library.register_fake("gnnsparse::bsr_linear")
+    def _bsr_linear_fake(x, crow_indices, col_indices, values, bias, out_features):
+        torch._check(x.dim() == 2, lambda: f"bsr_linear: expected x to be 2-D, got {tuple(x.shape)}")
+        _same_device("bsr_linear", x=x, crow_indices=crow_indices, col_indices=col_indices, values=values,
+                     bias=bias)
+        b = _blocksize("bsr_linear", values)
+        _bsr_fake_checks("bsr_linear", crow_indices, col_indices, values, x.dtype, out_features, x.shape[1], b)
+        if bias is not None:
+            torch._check(bias.dim() == 1 and bias.shape[0] == out_features and bias.dtype == x.dtype,
+                         lambda: f"bsr_linear: bias must be [{out_features}] {x.dtype}, got "
+                                 f"{tuple(bias.shape)} {bias.dtype}")
+        return x.new_empty((x.shape[0], out_features))
+
+    @torch.library.register_fake("gnnsparse::bsr_linear_backward_input")
+    def _bsr_linear_backward_input_fake(grad_out, crow_indices, col_indices, values, in_features):
+        torch._check(grad_out.dim() == 2, lambda: "bsr_linear_backward_input: expected 2-D grad_out")
+        _same_device("bsr_linear_backward_input", grad_out=grad_out, crow_indices=crow_indices,
+                     col_indices=col_indices, values=values)
+        b = _blocksize("bsr_linear_backward_input", values)
+        _bsr_fake_checks("bsr_linear_backward_input", crow_indices, col_indices, values, grad_out.dtype,
+                         grad_out.shape[1], in_features, b)
+        return grad_out.new_empty((grad_out.shape[0], in_features))
+
+    @torch.library.register_fake("gnnsparse::bsr_sddmm")
+    def _bsr_sddmm_fake(grad_out, x, crow_indices, col_indices, blocksize):
+        torch._check(x.dim() == 2 and grad_out.dim() == 2, lambda: "bsr_sddmm: expected 2-D inputs")
+        torch._check(x.shape[0] == grad_out.shape[0] and x.dtype == grad_out.dtype,
+                     lambda: "bsr_sddmm: x and grad_out must have the same number of rows and dtype")
+        _same_device("bsr_sddmm", grad_out=grad_out, x=x, crow_indices=crow_indices, col_indices=col_indices)
+        _bsr_fake_checks("bsr_sddmm", crow_indices, col_indices, None, x.dtype, grad_out.shape[1],
+                         x.shape[1], blocksize)
+        return x.new_empty((col_indices.shape[0], blocksize, blocksize))
+
+    # ---- autograd
+    def _lin_setup(ctx, inputs, output):
+        x, crow, col, values, bias, out_features = inputs
+        ctx.in_features = x.shape[1]
+        ctx.out_features = out_features
+        ctx.blocksize = values.shape[1]
+        ctx.has_bias = bias is not None
+        need_x, need_v = ctx.needs_input_grad[0], ctx.needs_input_grad[3]
+        ctx.save_for_backward(x if need_v else None, crow, col, values if need_x else None)
+
+    def _lin_backward(ctx, grad):
+        x, crow, col, values = ctx.saved_tensors
+        need_x = ctx.needs_input_grad[0]
+        need_v = ctx.needs_input_grad[3]
+        need_b = ctx.has_bias and ctx.needs_input_grad[4]
+        dx = dv = db = None
+        if need_x:
+            dx = ops.bsr_linear_backward_input(grad, crow, col, values, ctx.in_features)
+        if need_v:
+            dv = ops.bsr_sddmm(grad, x, crow, col, ctx.blocksize)
+        if need_b:
+            db = ops.bias_grad(grad)
+        return dx, None, None, dv, db, None
+
+    torch.library.register_autograd("gnnsparse::bsr_linear", _lin_backward, setup_context=_lin_setup)
+
+    # The backward ops are linear in each tensor argument: differentiable with the same kernels.
+    def _bwi_setup(ctx, inputs, output):
+        grad_out, crow, col, values, in_features = inputs
+        ctx.out_features = grad_out.shape[1]
+        ctx.blocksize = values.shape[1]
+        ctx.save_for_backward(grad_out, crow, col, values)
+
+    def _bwi_backward(ctx, gg):
+        grad_out, crow, col, values = ctx.saved_tensors
+        d_grad_out = d_values = None
+        if ctx.needs_input_grad[0]:
+            d_grad_out = ops.bsr_linear(gg, crow, col, values, None, ctx.out_features)
+        if ctx.needs_input_grad[3]:
+            d_values = ops.bsr_sddmm(grad_out, gg, crow, col, ctx.blocksize)
+        return d_grad_out, None, None, d_values, None
+
+    torch.library.register_autograd("gnnsparse::bsr_linear_backward_input", _bwi_backward,
+                                    setup_context=_bwi_setup)
+
+    def _sddmm_setup(ctx, inputs, output):
+        grad_out, x, crow, col, blocksize = inputs
+        ctx.out_features = grad_out.shape[1]
+        ctx.in_features = x.shape[1]
+        ctx.save_for_backward(grad_out, x, crow, col)
+
+    def _sddmm_backward(ctx, gv):
+        grad_out, x, crow, col = ctx.saved_tensors
+        d_grad_out = d_x = None
+        if ctx.needs_input_grad[0]:
+            d_grad_out = ops.bsr_linear(x, crow, col, gv, None, ctx.out_features)
+        if ctx.needs_input_grad[1]:
+            d_x = ops.bsr_linear_backward_input(grad_out, crow, col, gv, ctx.in_features)
+        return d_grad_out, d_x, None, None, None
+
+    torch.library.register_autograd("gnnsparse::bsr_sddmm", _sddmm_backward, setup_context=_sddmm_setup)
+
+    # ---- FLOP formulas: 2·N·nnzb·b² each (bias not counted)
+    @register_flop_formula(ops.bsr_linear)
+    def _bsr_linear_flop(x_shape, crow_shape, col_shape, values_shape, bias_shape, out_features,
+                         *args, out_shape=None, **kwargs) -> int:
+        return bsr_linear_flops(x_shape[0], col_shape[0], values_shape[1])
+
+    @register_flop_formula(ops.bsr_linear_backward_input)
+    def _bsr_linear_backward_input_flop(grad_shape, crow_shape, col_shape, values_shape, in_features,
+                                        *args, out_shape=None, **kwargs) -> int:
+        return bsr_linear_flops(grad_shape[0], col_shape[0], values_shape[1])
+
+    @register_flop_formula(ops.bsr_sddmm)
+    def _bsr_sddmm_flop(grad_shape, x_shape, crow_shape, col_shape, blocksize, *args, out_shape=None,
+                        **kwargs) -> int:
+        return bsr_linear_flops(x_shape[0], col_shape[0], blocksize)
+
+
 if _ext.available():
     _register()
+    _register_bsr()
