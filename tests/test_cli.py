@@ -185,3 +185,27 @@ def test_bad_isa_env_is_a_clean_error(monkeypatch, capsys):
     monkeypatch.setenv("GNNSPARSE_CPU_ISA", "sse")
     code, out, err = _run(["compare", "--dataset", "ia-enron-employees", "--no-progress"], capsys)
     assert code == 2 and "GNNSPARSE_CPU_ISA" in err
+
+
+def test_compare_bsr_layout_and_auto_executor(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("GNNSPARSE_CHOOSER_CACHE", str(tmp_path / "chooser.json"))
+    monkeypatch.setenv("GNNSPARSE_EXECUTOR", "auto")
+    js = tmp_path / "r.json"
+    code, out, err = _run(["compare", "--dataset", "ia-enron-employees", "--sparsity", "0.75", "--epochs", "2",
+                           "--batch-size", "128", "--update-interval", "4", "--hidden", "64", "--layout", "bsr",
+                           "--blocksize", "8", "--executor", "auto", "--json", str(js), "--no-progress"], capsys)
+    assert code == 0, err
+    assert "sparse layout: bsr (blocksize 8); executor: auto" in out
+    rows = json.loads(js.read_text())["rows"]
+    st = rows[2]
+    assert st["measured_sparsity"] == pytest.approx(0.75, abs=0.02)
+    layers = [layer for layer in st["layers"] if layer["kind"].startswith("bsr8")]
+    assert layers and all(layer["executor"] in ("bsr", "dense") for layer in layers)
+    for layer in layers:  # a layer run dense is named as such (and counted with dense FLOPs)
+        assert (layer["executor"] == "dense") == ("executed dense" in layer["kind"])
+    assert (tmp_path / "chooser.json").exists()  # the measurement was cached on disk
+
+
+def test_blocksize_without_bsr_layout_is_a_clean_error(capsys):
+    code, out, err = _run(["compare", "--no-progress", "--blocksize", "8", "--epochs", "1"], capsys)
+    assert code == 2 and "--blocksize is only used with --layout bsr" in err
