@@ -677,9 +677,6 @@ def sparsify(model: nn.Module, sparsity: float | Mapping[str, float], include: I
         if exclude is not None and any(_matches(n, exclude) for n in names):
             continue
         in_f, out_f = _linear_dims(module)
-        if layout == "bsr" and (in_f % blocksize or out_f % blocksize):
-            not_divisible.append(f"{name} ({out_f}x{in_f})")
-            continue
         mask_name = next((n for n in names if n in masks), None)
         if mask_name is not None:
             targets.append((names, module, masks[mask_name], None))
@@ -694,6 +691,9 @@ def sparsify(model: nn.Module, sparsity: float | Mapping[str, float], include: I
             if in_f * out_f < min_numel:
                 too_small.append(f"{name} ({out_f}x{in_f})")
                 continue
+        if layout == "bsr" and (in_f % blocksize or out_f % blocksize):
+            not_divisible.append(f"{name} ({out_f}x{in_f})")
+            continue
         targets.append((names, module, None, s))
     if too_small:
         warnings.warn(f"sparsify: kept dense (fewer than min_numel={min_numel} weights): "
