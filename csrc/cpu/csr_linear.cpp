@@ -46,7 +46,7 @@ void fwd_tile_generic(const T* __restrict Xt, const int64_t* __restrict crow,
 
 #if GNNSPARSE_HAVE_AVX2_PATH
 template <typename T>
-GNNSPARSE_TARGET_AVX2 void fwd_tile_avx2(const T* Xt, const int64_t* crow, const int64_t* col,
+GNNSPARSE_TARGET_AVX2 void fwd_tile_avx2(const T* Xt, const int64_t* crow, const int32_t* coff,
                                          const T* val, const T* bias, int64_t rows, T* Yt,
                                          const char* pf, int64_t pf_bytes);
 
@@ -54,7 +54,7 @@ GNNSPARSE_TARGET_AVX2 void fwd_tile_avx2(const T* Xt, const int64_t* crow, const
 template <>
 GNNSPARSE_TARGET_AVX2 void fwd_tile_avx2<float>(const float* __restrict Xt,
                                                 const int64_t* __restrict crow,
-                                                const int64_t* __restrict col,
+                                                const int32_t* __restrict coff,
                                                 const float* __restrict val,
                                                 const float* __restrict bias, int64_t rows,
                                                 float* __restrict Yt, const char* pf,
@@ -72,8 +72,8 @@ GNNSPARSE_TARGET_AVX2 void fwd_tile_avx2<float>(const float* __restrict Xt,
     for (; p + 1 < pe; p += 2) {
       const __m256 v = _mm256_set1_ps(val[p]);
       const __m256 w = _mm256_set1_ps(val[p + 1]);
-      const float* xr = Xt + col[p] * kTile;
-      const float* xs = Xt + col[p + 1] * kTile;
+      const float* xr = Xt + coff[p];
+      const float* xs = Xt + coff[p + 1];
       a0 = _mm256_fmadd_ps(v, _mm256_load_ps(xr + 0), a0);
       a1 = _mm256_fmadd_ps(v, _mm256_load_ps(xr + 8), a1);
       a2 = _mm256_fmadd_ps(v, _mm256_load_ps(xr + 16), a2);
@@ -85,7 +85,7 @@ GNNSPARSE_TARGET_AVX2 void fwd_tile_avx2<float>(const float* __restrict Xt,
     }
     if (p < pe) {
       const __m256 v = _mm256_set1_ps(val[p]);
-      const float* xr = Xt + col[p] * kTile;
+      const float* xr = Xt + coff[p];
       a0 = _mm256_fmadd_ps(v, _mm256_load_ps(xr + 0), a0);
       a1 = _mm256_fmadd_ps(v, _mm256_load_ps(xr + 8), a1);
       a2 = _mm256_fmadd_ps(v, _mm256_load_ps(xr + 16), a2);
@@ -103,7 +103,7 @@ GNNSPARSE_TARGET_AVX2 void fwd_tile_avx2<float>(const float* __restrict Xt,
 template <>
 GNNSPARSE_TARGET_AVX2 void fwd_tile_avx2<double>(const double* __restrict Xt,
                                                  const int64_t* __restrict crow,
-                                                 const int64_t* __restrict col,
+                                                 const int32_t* __restrict coff,
                                                  const double* __restrict val,
                                                  const double* __restrict bias, int64_t rows,
                                                  double* __restrict Yt, const char* pf,
@@ -118,7 +118,7 @@ GNNSPARSE_TARGET_AVX2 void fwd_tile_avx2<double>(const double* __restrict Xt,
     const int64_t pe = crow[r + 1];
     for (int64_t p = crow[r]; p < pe; ++p) {
       const __m256d v = _mm256_set1_pd(val[p]);
-      const double* xr = Xt + col[p] * kTile;
+      const double* xr = Xt + coff[p];
       a0 = _mm256_fmadd_pd(v, _mm256_load_pd(xr + 0), a0);
       a1 = _mm256_fmadd_pd(v, _mm256_load_pd(xr + 4), a1);
       a2 = _mm256_fmadd_pd(v, _mm256_load_pd(xr + 8), a2);
@@ -144,14 +144,14 @@ GNNSPARSE_TARGET_AVX2 void fwd_tile_avx2<double>(const double* __restrict Xt,
 // nodes are 2 zmm; four nnz per step into four accumulator pairs (8 independent FMA chains).
 template <typename T>
 GNNSPARSE_TARGET_AVX512 void fwd_tile_avx512(const T* Xt, const int64_t* crow,
-                                             const int64_t* col, const T* val, const T* bias,
+                                             const int32_t* coff, const T* val, const T* bias,
                                              int64_t rows, T* Yt, const char* pf,
                                              int64_t pf_bytes);
 
 template <>
 GNNSPARSE_TARGET_AVX512 void fwd_tile_avx512<float>(const float* __restrict Xt,
                                                     const int64_t* __restrict crow,
-                                                    const int64_t* __restrict col,
+                                                    const int32_t* __restrict coff,
                                                     const float* __restrict val,
                                                     const float* __restrict bias, int64_t rows,
                                                     float* __restrict Yt, const char* pf,
@@ -167,10 +167,10 @@ GNNSPARSE_TARGET_AVX512 void fwd_tile_avx512<float>(const float* __restrict Xt,
     int64_t p = crow[r];
     const int64_t pe = crow[r + 1];
     for (; p + 3 < pe; p += 4) {
-      const float* x0 = Xt + col[p] * kTile;
-      const float* x1 = Xt + col[p + 1] * kTile;
-      const float* x2 = Xt + col[p + 2] * kTile;
-      const float* x3 = Xt + col[p + 3] * kTile;
+      const float* x0 = Xt + coff[p];
+      const float* x1 = Xt + coff[p + 1];
+      const float* x2 = Xt + coff[p + 2];
+      const float* x3 = Xt + coff[p + 3];
       const __m512 v0 = _mm512_set1_ps(val[p]);
       const __m512 v1 = _mm512_set1_ps(val[p + 1]);
       const __m512 v2 = _mm512_set1_ps(val[p + 2]);
@@ -185,7 +185,7 @@ GNNSPARSE_TARGET_AVX512 void fwd_tile_avx512<float>(const float* __restrict Xt,
       d1 = _mm512_fmadd_ps(v3, _mm512_load_ps(x3 + 16), d1);
     }
     for (; p < pe; ++p) {
-      const float* x0 = Xt + col[p] * kTile;
+      const float* x0 = Xt + coff[p];
       const __m512 v0 = _mm512_set1_ps(val[p]);
       a0 = _mm512_fmadd_ps(v0, _mm512_load_ps(x0), a0);
       a1 = _mm512_fmadd_ps(v0, _mm512_load_ps(x0 + 16), a1);
@@ -200,7 +200,7 @@ GNNSPARSE_TARGET_AVX512 void fwd_tile_avx512<float>(const float* __restrict Xt,
 template <>
 GNNSPARSE_TARGET_AVX512 void fwd_tile_avx512<double>(const double* __restrict Xt,
                                                      const int64_t* __restrict crow,
-                                                     const int64_t* __restrict col,
+                                                     const int32_t* __restrict coff,
                                                      const double* __restrict val,
                                                      const double* __restrict bias, int64_t rows,
                                                      double* __restrict Yt, const char* pf,
@@ -216,8 +216,8 @@ GNNSPARSE_TARGET_AVX512 void fwd_tile_avx512<double>(const double* __restrict Xt
     int64_t p = crow[r];
     const int64_t pe = crow[r + 1];
     for (; p + 1 < pe; p += 2) {
-      const double* x0 = Xt + col[p] * kTile;
-      const double* x1 = Xt + col[p + 1] * kTile;
+      const double* x0 = Xt + coff[p];
+      const double* x1 = Xt + coff[p + 1];
       const __m512d v0 = _mm512_set1_pd(val[p]);
       const __m512d v1 = _mm512_set1_pd(val[p + 1]);
       a0 = _mm512_fmadd_pd(v0, _mm512_load_pd(x0), a0);
@@ -230,7 +230,7 @@ GNNSPARSE_TARGET_AVX512 void fwd_tile_avx512<double>(const double* __restrict Xt
       b3 = _mm512_fmadd_pd(v1, _mm512_load_pd(x1 + 24), b3);
     }
     if (p < pe) {
-      const double* x0 = Xt + col[p] * kTile;
+      const double* x0 = Xt + coff[p];
       const __m512d v0 = _mm512_set1_pd(val[p]);
       a0 = _mm512_fmadd_pd(v0, _mm512_load_pd(x0), a0);
       a1 = _mm512_fmadd_pd(v0, _mm512_load_pd(x0 + 8), a1);
@@ -260,6 +260,19 @@ void csr_linear_driver(const T* X, int64_t N, int64_t cols, const int64_t* crow,
   AlignedBuffer<T> scratch(per_thread * nt);
   const bool stream = N * rows * static_cast<int64_t>(sizeof(T)) >= kStreamBytes;
   const bool use512 = kAvx2 && avx512_enabled();
+  // The SIMD paths address Xt rows through 32-bit element offsets col * kTile (one scaled-index
+  // load per stored weight instead of a 64-bit load, shift and add).
+  const int64_t nnz = crow[rows];
+  std::vector<int32_t> coff_buf;
+  const int32_t* coff = nullptr;
+  if constexpr (kAvx2) {
+    TORCH_CHECK(cols <= (int64_t(1) << 31) / kTile - 1,
+                "gnnsparse: in_features = ", cols, " is too large for the CPU kernels (max ",
+                (int64_t(1) << 31) / kTile - 1, ")");
+    coff_buf.resize(static_cast<size_t>(nnz));
+    for (int64_t p = 0; p < nnz; ++p) coff_buf[p] = static_cast<int32_t>(col[p] * kTile);
+    coff = coff_buf.data();
+  }
 #pragma omp parallel num_threads(nt)
   {
     const int tid = current_thread();
@@ -281,9 +294,9 @@ void csr_linear_driver(const T* X, int64_t N, int64_t cols, const int64_t* crow,
           nbytes = std::min<int64_t>(kTile, N - n0 - kTile) * cols * sizeof(T);
         }
         if (use512) {
-          fwd_tile_avx512<T>(xt, crow, col, values, bias, rows, yt, nx, nbytes);
+          fwd_tile_avx512<T>(xt, crow, coff, values, bias, rows, yt, nx, nbytes);
         } else {
-          fwd_tile_avx2<T>(xt, crow, col, values, bias, rows, yt, nx, nbytes);
+          fwd_tile_avx2<T>(xt, crow, coff, values, bias, rows, yt, nx, nbytes);
         }
         store_tile_t_avx2<T>(yt, rows, nr, ydst, rows, stream);
 #endif
