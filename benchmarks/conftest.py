@@ -1,5 +1,6 @@
 """Benchmarks run only on request: ``pytest --benchmark`` (the flag is defined in the
-repository's ``conftest.py``, which also points a bare ``pytest --benchmark`` here).
+repository's ``conftest.py``, which also points a bare ``pytest --benchmark`` here) or
+``pytest benchmarks/ --benchmark-only``.
 
 Plain ``pytest`` (testpaths = tests) never collects this directory; ``pytest benchmarks``
 without ``--benchmark`` collects and skips every item here.
@@ -19,7 +20,8 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(config, items):
-    if config.getoption("--benchmark"):
+    # `pytest --benchmark` (ours) or pytest-benchmark's `pytest benchmarks/ --benchmark-only`
+    if config.getoption("--benchmark") or config.getoption("benchmark_only", default=False):
         return
     skip = pytest.mark.skip(reason="benchmarks run only with `pytest --benchmark`")
     here = Path(__file__).resolve().parent
