@@ -60,9 +60,10 @@ GNNSPARSE_TARGET_AVX2 void fwd_tile_avx2<float>(const float* __restrict Xt,
                                                 float* __restrict Yt, const char* pf,
                                                 int64_t pf_bytes) {
   const int64_t lines = pf_bytes / 64;
+  const int64_t per_row = ceil_div(lines, std::max<int64_t>(rows, 1));  // spread over the rows
   int64_t next_line = 0;
   for (int64_t r = 0; r < rows; ++r) {
-    const int64_t upto = (r + 1) * lines / rows;
+    const int64_t upto = std::min(lines, next_line + per_row);
     for (; next_line < upto; ++next_line) _mm_prefetch(pf + next_line * 64, _MM_HINT_T1);
     __m256 a0 = bias ? _mm256_set1_ps(bias[r]) : _mm256_setzero_ps();
     __m256 a1 = a0, a2 = a0, a3 = a0;
@@ -109,9 +110,10 @@ GNNSPARSE_TARGET_AVX2 void fwd_tile_avx2<double>(const double* __restrict Xt,
                                                  double* __restrict Yt, const char* pf,
                                                  int64_t pf_bytes) {
   const int64_t lines = pf_bytes / 64;
+  const int64_t per_row = ceil_div(lines, std::max<int64_t>(rows, 1));  // spread over the rows
   int64_t next_line = 0;
   for (int64_t r = 0; r < rows; ++r) {
-    const int64_t upto = (r + 1) * lines / rows;
+    const int64_t upto = std::min(lines, next_line + per_row);
     for (; next_line < upto; ++next_line) _mm_prefetch(pf + next_line * 64, _MM_HINT_T1);
     __m256d a0 = bias ? _mm256_set1_pd(bias[r]) : _mm256_setzero_pd();
     __m256d a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
@@ -157,9 +159,10 @@ GNNSPARSE_TARGET_AVX512 void fwd_tile_avx512<float>(const float* __restrict Xt,
                                                     float* __restrict Yt, const char* pf,
                                                     int64_t pf_bytes) {
   const int64_t lines = pf_bytes / 64;
+  const int64_t per_row = ceil_div(lines, std::max<int64_t>(rows, 1));  // spread over the rows
   int64_t next_line = 0;
   for (int64_t r = 0; r < rows; ++r) {
-    const int64_t upto = (r + 1) * lines / rows;
+    const int64_t upto = std::min(lines, next_line + per_row);
     for (; next_line < upto; ++next_line) _mm_prefetch(pf + next_line * 64, _MM_HINT_T1);
     __m512 a0 = bias ? _mm512_set1_ps(bias[r]) : _mm512_setzero_ps();
     __m512 a1 = a0;
@@ -206,9 +209,10 @@ GNNSPARSE_TARGET_AVX512 void fwd_tile_avx512<double>(const double* __restrict Xt
                                                      double* __restrict Yt, const char* pf,
                                                      int64_t pf_bytes) {
   const int64_t lines = pf_bytes / 64;
+  const int64_t per_row = ceil_div(lines, std::max<int64_t>(rows, 1));  // spread over the rows
   int64_t next_line = 0;
   for (int64_t r = 0; r < rows; ++r) {
-    const int64_t upto = (r + 1) * lines / rows;
+    const int64_t upto = std::min(lines, next_line + per_row);
     for (; next_line < upto; ++next_line) _mm_prefetch(pf + next_line * 64, _MM_HINT_T1);
     __m512d a0 = bias ? _mm512_set1_pd(bias[r]) : _mm512_setzero_pd();
     __m512d a1 = a0, a2 = a0, a3 = a0;
