@@ -24,6 +24,13 @@ TORCH_LIBRARY(gnnsparse, m) {
   m.def(
       "csr_linear_backward_input(Tensor grad_out, Tensor crow_indices, Tensor col_indices, "
       "Tensor values, SymInt in_features) -> Tensor");
+  // The whole backward of csr_linear in one pass (dY and X read once): (dX [N, in] = dY W,
+  // dvalues [nnz] = SDDMM, dbias [out] = column sums of dY); outputs not asked for are [0].
+  // (t_crow, t_col, t_perm) is the transpose of W from csr_transpose.
+  m.def(
+      "csr_linear_backward(Tensor grad_out, Tensor x, Tensor crow_indices, Tensor col_indices, "
+      "Tensor values, Tensor t_crow, Tensor t_col, Tensor t_perm, bool need_x, bool need_values, "
+      "bool need_bias) -> (Tensor, Tensor, Tensor)");
   // dvalues [nnz]: dvalues[p] = sum_n grad_out[n, row(p)] * x[n, col(p)].
   m.def("csr_sddmm(Tensor grad_out, Tensor x, Tensor crow_indices, Tensor col_indices) -> Tensor");
   // [out] column sums of grad_out [N, out].

@@ -323,6 +323,19 @@ def _register() -> None:
                          lambda: "csr_linear: transposed structure has the wrong shape (stale cache?)")
         return x.new_empty((x.shape[0], out_features))
 
+    @torch.library.register_fake("gnnsparse::csr_linear_backward")
+    def _csr_linear_backward_fake(grad_out, x, crow_indices, col_indices, values, t_crow, t_col, t_perm,
+                                  need_x, need_values, need_bias):
+        torch._check(grad_out.dim() == 2 and x.dim() == 2 and grad_out.shape[0] == x.shape[0],
+                     lambda: "csr_linear_backward: expected 2-D grad_out and x with the same number of rows")
+        _same_device("csr_linear_backward", grad_out=grad_out, x=x, crow_indices=crow_indices,
+                     col_indices=col_indices, values=values, t_crow=t_crow, t_col=t_col, t_perm=t_perm)
+        _csr_fake_checks("csr_linear_backward", crow_indices, col_indices, values, x.dtype, grad_out.shape[1])
+        nnz = col_indices.shape[0]
+        return (x.new_empty((x.shape[0], x.shape[1]) if need_x else (0,)),
+                x.new_empty((nnz,) if need_values else (0,)),
+                x.new_empty((grad_out.shape[1],) if need_bias else (0,)))
+
     @torch.library.register_fake("gnnsparse::csr_linear_backward_input")
     def _csr_linear_backward_input_fake(grad_out, crow_indices, col_indices, values, in_features):
         torch._check(grad_out.dim() == 2, lambda: "csr_linear_backward_input: expected 2-D grad_out")
@@ -354,9 +367,10 @@ def _register() -> None:
         ctx.out_features = out_features
         ctx.has_bias = bias is not None
         need_x, need_v = ctx.needs_input_grad[0], ctx.needs_input_grad[3]
-        ctx.save_for_backward(x if need_v else None, crow, col, values if need_x else None,
-                              t_crow if need_x else None, t_col if need_x else None,
-                              t_perm if need_x else None)
+        fused = t_perm is not None  # the cached transpose allows the one-pass backward
+        ctx.save_for_backward(x if (need_v or fused) else None, crow, col, values if (need_x or fused) else None,
+                              t_crow if (need_x or fused) else None, t_col if (need_x or fused) else None,
+                              t_perm if (need_x or fused) else None)
 
     def _lin_backward(ctx, grad):
         x, crow, col, values, t_crow, t_col, t_perm = ctx.saved_tensors
@@ -364,6 +378,13 @@ def _register() -> None:
         need_v = ctx.needs_input_grad[3]
         need_b = ctx.has_bias and ctx.needs_input_grad[4]
         dx = dv = db = None
+        if t_perm is not None and not torch.is_grad_enabled() and (need_x or need_v or need_b):
+            # one pass over dY and X for all three gradients (not differentiable itself: with
+            # create_graph=True the separate, differentiable ops below run instead)
+            dx, dv, db = ops.csr_linear_backward(grad, x, crow, col, values, t_crow, t_col, t_perm,
+                                                 need_x, need_v, need_b)
+            return (dx if need_x else None), None, None, (dv if need_v else None), \
+                (db if need_b else None), None, None, None, None
         if need_x:
             if t_perm is not None:
                 # dX = dY W: the forward kernel over the cached W^T (no transpose per call)
@@ -423,6 +444,13 @@ def _register() -> None:
     torch.library.register_autograd("gnnsparse::bias_grad", _bias_backward, setup_context=_bias_setup)
 
     # ---- FLOP formulas (torch.utils.flop_counter.FlopCounterMode)
+    @register_flop_formula(ops.csr_linear_backward)
+    def _csr_linear_backward_flop(grad_shape, x_shape, crow_shape, col_shape, values_shape, t_crow_shape,
+                                  t_col_shape, t_perm_shape, need_x, need_values, need_bias, *args,
+                                  out_shape=None, **kwargs) -> int:
+        # dX and the SDDMM: 2·N·nnz each (the bias column sum counts 0, as for dense)
+        return 2 * x_shape[0] * col_shape[0] * (int(bool(need_x)) + int(bool(need_values)))
+
     @register_flop_formula(ops.csr_transpose)
     def _csr_transpose_flop(*args, out_shape=None, **kwargs) -> int:
         return 0  # index bookkeeping, no floating-point work

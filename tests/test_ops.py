@@ -530,3 +530,61 @@ def test_csr_linear_rejects_stale_or_partial_transpose():
         OPS.csr_linear(x, crow, col, values, None, 6, t_crow, t_col, bad)
     with pytest.raises(RuntimeError, match="wrong|stale|expected"):
         OPS.csr_linear(x, crow, col, values, None, 6, t_crow[:-1], t_col, t_perm)
+
+
+# ------------------------------------------------------------------------------ fused backward
+@pytest.mark.parametrize("N,in_f,out_f,density,empty_rows", SHAPES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_csr_linear_backward_fused_matches_reference(isa, N, in_f, out_f, density, empty_rows, dtype):
+    crow, col, values = make_csr(out_f, in_f, density, dtype, seed=N + in_f, empty_rows=empty_rows)
+    t = OPS.csr_transpose(crow, col, in_f)
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(N, in_f, generator=g, dtype=dtype)
+    gy = torch.randn(N, out_f, generator=g, dtype=dtype)
+    dx, dv, db = OPS.csr_linear_backward(gy, x, crow, col, values, *t, True, True, True)
+    torch.testing.assert_close(dx, reference.csr_linear_backward_input(gy, crow, col, values, in_f), **tol(dtype))
+    torch.testing.assert_close(dv, reference.csr_sddmm(gy, x, crow, col), **tol(dtype))
+    torch.testing.assert_close(db, reference.bias_grad(gy), **tol(dtype))
+    dx2, dv2, db2 = OPS.csr_linear_backward(gy, x, crow, col, values, *t, False, True, False)
+    assert dx2.numel() == 0 and db2.numel() == 0
+    torch.testing.assert_close(dv2, dv, rtol=0, atol=0)
+
+
+def test_csr_linear_backward_fused_is_thread_count_invariant_and_used_by_autograd(monkeypatch):
+    crow, col, values = make_csr(48, 72, 0.3, torch.float64, seed=2)
+    t = OPS.csr_transpose(crow, col, 72)
+    x = torch.randn(3000, 72, dtype=torch.float64)
+    gy = torch.randn(3000, 48, dtype=torch.float64)
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = OPS.csr_linear_backward(gy, x, crow, col, values, *t, True, True, True)
+        torch.set_num_threads(2)
+        two = OPS.csr_linear_backward(gy, x, crow, col, values, *t, True, True, True)
+    finally:
+        torch.set_num_threads(old)
+    for a, b in zip(one, two):
+        assert torch.equal(a, b)
+    calls = []
+    real = OPS.csr_linear_backward
+    monkeypatch.setattr(OPS, "csr_linear_backward", lambda *a: calls.append(1) or real(*a), raising=False)
+    xr = x.clone().requires_grad_()
+    v = values.clone().requires_grad_()
+    ops.csr_linear(xr, crow, col, v, None, 48, transpose=t).backward(gy)
+    torch.testing.assert_close(xr.grad, one[0])
+    torch.testing.assert_close(v.grad, one[1])
+    assert calls, "the autograd backward did not use the fused op"
+
+
+def test_csr_linear_backward_fused_opcheck_and_bad_input():
+    crow, col, values = make_csr(6, 9, 0.5, seed=8)
+    t = OPS.csr_transpose(crow, col, 9)
+    x, gy = torch.randn(5, 9, dtype=torch.float64), torch.randn(5, 6, dtype=torch.float64)
+    torch.library.opcheck(OPS.csr_linear_backward, (gy, x, crow, col, values, *t, True, True, True))
+    with pytest.raises(RuntimeError, match="same number of rows"):
+        OPS.csr_linear_backward(gy[:3], x, crow, col, values, *t, True, True, True)
+    bad = t[2].flip(0)
+    with pytest.raises(RuntimeError, match="does not match W"):
+        OPS.csr_linear_backward(gy, x, crow, col, values, t[0], t[1], bad, True, True, True)
+    with pytest.raises(RuntimeError, match="dtype"):
+        OPS.csr_linear_backward(gy.float(), x, crow, col, values, *t, True, True, True)
