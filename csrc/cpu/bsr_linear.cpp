@@ -80,6 +80,8 @@ void fwd_rows_generic(const T* __restrict X, int64_t ldx, int64_t nn, const int6
 // AVX2 micro-kernel: NT nodes x one slice of VB vectors (outputs s0 .. s0 + VB*W of a block
 // row). X: first node's row (ldx stride), cols/P: the blocks of the block row,
 // bias/Y: already offset to the slice (Y: first node's row, ldy stride).
+// All loops over the compile-time NT / VB / B are fully unrolled so that acc lives in
+// NT * VB vector registers (GCC otherwise keeps the array on the stack).
 template <typename V, int B, int VB, int NT, bool kStream>
 GNNSPARSE_TARGET_AVX2 inline void fwd_micro(const typename V::T* __restrict X, int64_t ldx,
                                             const int64_t* __restrict cols,
