@@ -35,6 +35,8 @@ Block-sparse weights (:func:`bsr_linear`): ``W`` in BSR with square ``b x b`` bl
 ``[nnzb, b, b]`` with ``values[k, i, j] = W[br·b + i, col[k]·b + j]``. Ops ``bsr_linear``,
 ``bsr_linear_backward_input`` and ``bsr_sddmm`` (``[nnzb, b, b]`` weight gradient), each
 ``2·N·nnzb·b²`` FLOPs; same backends, autograd, fake kernels and determinism as the CSR ops.
+With ``GNNSPARSE_CPU_ISA`` unset/``auto`` the BSR forward and dX kernels use AVX-512 where the
+CPU has it (b = 16, 32 float; 8, 16, 32 double); ``GNNSPARSE_CPU_ISA=avx2`` keeps them on AVX2.
 """
 
 from __future__ import annotations

@@ -5,6 +5,9 @@ speed: the CSR weight is expanded into a dense ``[out_features, in_features]``
 matrix with ``index_put_`` (duplicate positions are summed). They run on any
 device and are differentiable through ordinary autograd (the ``"torch"``
 backend of :mod:`gnnsparse.ops`).
+
+The block-sparse (BSR) ops (``bsr_*``, weight values ``[nnzb, b, b]``) expand their blocks into
+a dense weight the same way (:func:`bsr_dense_weight`).
 """
 
 from __future__ import annotations

@@ -26,17 +26,24 @@ def _require_extension():
 
 
 OPS = torch.ops.gnnsparse
-ISAS = ["auto", "generic"]
 BLOCKS = [1, 2, 4, 8, 16, 32]
 
 
-def _cpu_has_avx2_fma() -> bool:
+def _cpu_flags() -> list[str]:
     try:
         with open("/proc/cpuinfo") as f:
-            flags = next((line for line in f if line.startswith("flags")), "").split()
+            return next((line for line in f if line.startswith("flags")), "").split()
     except OSError:
-        return False
+        return []
+
+
+def _cpu_has_avx2_fma() -> bool:
+    flags = _cpu_flags()
     return "avx2" in flags and "fma" in flags
+
+
+# "auto" runs the AVX-512 forward/dX kernels where the CPU has AVX-512F, "avx2" pins them to AVX2.
+ISAS = ["auto", "generic"] + (["avx2"] if _cpu_has_avx2_fma() else [])
 
 
 def make_bsr(out_f, in_f, b, density, dtype=torch.float64, seed=0, empty_block_rows=()):
@@ -127,7 +134,7 @@ def test_ops_match_reference_random(p, isa):
 
 @pytest.mark.skipif(not _cpu_has_avx2_fma(), reason="CPU has no AVX2+FMA: only the generic path exists")
 @pytest.mark.parametrize("b", [4, 8, 16, 32])
-def test_generic_and_avx2_paths_differ_but_agree(monkeypatch, b):
+def test_generic_and_vector_paths_differ_but_agree(monkeypatch, b):
     # FMA vs. mul+add round differently: bit-identical outputs would mean the env var selected
     # the same code twice.
     crow, col, values = make_bsr(64, 128, b, 0.5, torch.float32, seed=3)
@@ -138,6 +145,8 @@ def test_generic_and_avx2_paths_differ_but_agree(monkeypatch, b):
     y_gen = OPS.bsr_linear(x, crow, col, values, None, 64)
     assert not torch.equal(y_avx2, y_gen)
     torch.testing.assert_close(y_avx2, y_gen, rtol=1e-4, atol=1e-4)
+    monkeypatch.setenv("GNNSPARSE_CPU_ISA", "auto")
+    torch.testing.assert_close(OPS.bsr_linear(x, crow, col, values, None, 64), y_gen, rtol=1e-4, atol=1e-4)
 
 
 def test_zero_features():
@@ -303,7 +312,7 @@ def test_deterministic_across_thread_counts(b):
         assert torch.equal(a, b_)
 
 
-def test_large_output_streaming_path_matches():
+def test_large_output_streaming_path_matches(isa):
     # Outputs >= 16 MiB take the non-temporal store path of the AVX2 kernel.
     out_f, in_f, b, N = 256, 64, 16, 16500
     crow, col, values = make_bsr(out_f, in_f, b, 0.3, torch.float32, seed=13)

@@ -87,6 +87,36 @@ void transpose_blocks(const int64_t* crow, const int64_t* col, const T* values, 
   }
 }
 
+// ---------------------------------------------------------------------------
+// Vector ISA of the BSR forward / dX kernels. GNNSPARSE_CPU_ISA (common.h: select_isa) picks
+// generic or a vector path; with "auto"/unset the BSR forward and dX kernels use AVX-512 on
+// CPUs that have it (b = 16, 32 for float; 8, 16, 32 for double; otherwise AVX2), while
+// GNNSPARSE_CPU_ISA=avx2 keeps them on AVX2. The SDDMM uses AVX2 in both cases.
+enum class VecIsa { Generic, Avx2, Avx512 };
+
+#if GNNSPARSE_HAVE_AVX2_PATH
+#define GNNSPARSE_TARGET_AVX512 __attribute__((target("avx512f,avx2,fma")))
+
+inline bool cpu_has_avx512f() {
+  static const bool has = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && cpu_has_avx2_fma();
+  }();
+  return has;
+}
+#endif
+
+inline VecIsa select_vec_isa() {
+  if (select_isa() == Isa::Generic) return VecIsa::Generic;
+#if GNNSPARSE_HAVE_AVX2_PATH
+  const char* env = std::getenv("GNNSPARSE_CPU_ISA");
+  const bool forced_avx2 = env != nullptr && std::string(env) == "avx2";
+  return (!forced_avx2 && cpu_has_avx512f()) ? VecIsa::Avx512 : VecIsa::Avx2;
+#else
+  return VecIsa::Avx2;
+#endif
+}
+
 #if GNNSPARSE_HAVE_AVX2_PATH
 // ---------------------------------------------------------------------------
 // Vector traits for the AVX2+FMA micro-kernels.
@@ -128,6 +158,42 @@ struct VD4 {  // 4 doubles (ymm)
   GNNSPARSE_TARGET_AVX2 static inline R fma(R a, R b, R c) { return _mm256_fmadd_pd(a, b, c); }
   GNNSPARSE_TARGET_AVX2 static inline R add(R a, R b) { return _mm256_add_pd(a, b); }
 };
+
+struct VF16 {  // 16 floats (zmm)
+  using T = float;
+  using R = __m512;
+  static constexpr int W = 16;
+  GNNSPARSE_TARGET_AVX512 static inline R zero() { return _mm512_setzero_ps(); }
+  GNNSPARSE_TARGET_AVX512 static inline R load(const T* p) { return _mm512_loadu_ps(p); }
+  GNNSPARSE_TARGET_AVX512 static inline void store(T* p, R v) { _mm512_storeu_ps(p, v); }
+  GNNSPARSE_TARGET_AVX512 static inline void stream(T* p, R v) { _mm512_stream_ps(p, v); }
+  GNNSPARSE_TARGET_AVX512 static inline R bcast(const T* p) { return _mm512_set1_ps(*p); }
+  GNNSPARSE_TARGET_AVX512 static inline R fma(R a, R b, R c) { return _mm512_fmadd_ps(a, b, c); }
+  GNNSPARSE_TARGET_AVX512 static inline R add(R a, R b) { return _mm512_add_ps(a, b); }
+};
+
+struct VD8 {  // 8 doubles (zmm)
+  using T = double;
+  using R = __m512d;
+  static constexpr int W = 8;
+  GNNSPARSE_TARGET_AVX512 static inline R zero() { return _mm512_setzero_pd(); }
+  GNNSPARSE_TARGET_AVX512 static inline R load(const T* p) { return _mm512_loadu_pd(p); }
+  GNNSPARSE_TARGET_AVX512 static inline void store(T* p, R v) { _mm512_storeu_pd(p, v); }
+  GNNSPARSE_TARGET_AVX512 static inline void stream(T* p, R v) { _mm512_stream_pd(p, v); }
+  GNNSPARSE_TARGET_AVX512 static inline R bcast(const T* p) { return _mm512_set1_pd(*p); }
+  GNNSPARSE_TARGET_AVX512 static inline R fma(R a, R b, R c) { return _mm512_fmadd_pd(a, b, c); }
+  GNNSPARSE_TARGET_AVX512 static inline R add(R a, R b) { return _mm512_add_pd(a, b); }
+};
+
+// AVX-512 forward / dX tiling (32 zmm registers; broadcasts fold into the FMAs): only where a
+// slice is whole zmm registers. Same fields as Cfg (RS/US unused).
+template <typename T, int B>
+struct Cfg512;
+template <> struct Cfg512<float, 16>  { using V = VF16; static constexpr int VB = 1, NT = 8; };
+template <> struct Cfg512<float, 32>  { using V = VF16; static constexpr int VB = 2, NT = 8; };
+template <> struct Cfg512<double, 8>  { using V = VD8; static constexpr int VB = 1, NT = 8; };
+template <> struct Cfg512<double, 16> { using V = VD8; static constexpr int VB = 2, NT = 8; };
+template <> struct Cfg512<double, 32> { using V = VD8; static constexpr int VB = 2, NT = 8; };
 
 // Register tiling per (dtype, blocksize), 16 ymm registers in all:
 //   V: vector type; VB: vectors per output slice (a block row is B / (VB * W) slices);

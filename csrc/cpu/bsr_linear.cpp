@@ -14,13 +14,18 @@
 // computed by one thread in a fixed order (bias, then blocks in stored order, columns
 // ascending), so results do not depend on the thread count.
 //
-// Two paths: a portable one (compiler-vectorised over the b outputs of a block row, any b)
-// and an AVX2+FMA one for b in {4, 8, 16, 32} chosen at run time (see common.h,
-// GNNSPARSE_CPU_ISA); other blocksizes use the portable path.
+// Three paths: a portable one (compiler-vectorised over the b outputs of a block row, any b),
+// an AVX2+FMA one for b in {4, 8, 16, 32} and an AVX-512 one (same micro-kernels, zmm
+// registers; float b = 16, 32, double b = 8, 16, 32), chosen at run time (see common.h,
+// GNNSPARSE_CPU_ISA, and bsr_common.h: select_vec_isa); other blocksizes use the portable path.
+// Streams of X are prefetched a few tiles ahead; large outputs are written with non-temporal
+// stores when a node's slice is whole cache lines.
 #include "bsr_common.h"
 
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
+
+#include <type_traits>
 
 namespace gnnsparse {
 namespace cpu {
@@ -76,158 +81,81 @@ void fwd_rows_generic(const T* __restrict X, int64_t ldx, int64_t nn, const int6
 }
 
 #if GNNSPARSE_HAVE_AVX2_PATH
-// ---------------------------------------------------------------------------
-// AVX2 micro-kernel: NT nodes x one slice of VB vectors (outputs s0 .. s0 + VB*W of a block
-// row). X: first node's row (ldx stride), cols/P: the blocks of the block row,
-// bias/Y: already offset to the slice (Y: first node's row, ldy stride).
-template <typename V, int B, int VB, int NT, bool kStream>
-GNNSPARSE_TARGET_AVX2 inline void fwd_micro(const typename V::T* __restrict X, int64_t ldx,
-                                            const int64_t* __restrict cols,
-                                            const typename V::T* __restrict P, int64_t nblk,
-                                            int s0, const typename V::T* __restrict bias,
-                                            typename V::T* __restrict Y, int64_t ldy) {
-  using T = typename V::T;
-  using R = typename V::R;
-  constexpr int W = V::W;
-  R acc[NT][VB];
-  #pragma GCC unroll 32
-  for (int v = 0; v < VB; ++v) {
-    const R init = bias ? V::load(bias + v * W) : V::zero();
-    #pragma GCC unroll 32
-    for (int n = 0; n < NT; ++n) acc[n][v] = init;
-  }
-  for (int64_t q = 0; q < nblk; ++q) {
-    // Opaque copy of ldx: stops the compiler from hoisting all NT * B addresses
-    // x + n * ldx + j out of the block loop (they would be spilled); inside one block the
-    // addresses are then NT row pointers plus immediate offsets.
-    int64_t ld = ldx;
-    asm("" : "+r"(ld));
-    const T* __restrict xq = X + cols[q] * B;
-    const T* __restrict pq = P + q * (B * B) + s0;
-    #pragma GCC unroll 32
-    for (int j = 0; j < B; ++j) {
-      R w[VB];
-      #pragma GCC unroll 32
-      for (int v = 0; v < VB; ++v) w[v] = V::load(pq + j * B + v * W);
-      #pragma GCC unroll 32
-      for (int n = 0; n < NT; ++n) {
-        const R xb = V::bcast(xq + n * ld + j);
-        #pragma GCC unroll 32
-        for (int v = 0; v < VB; ++v) acc[n][v] = V::fma(xb, w[v], acc[n][v]);
-      }
-    }
-  }
-  #pragma GCC unroll 32
-  for (int n = 0; n < NT; ++n)
-    #pragma GCC unroll 32
-    for (int v = 0; v < VB; ++v) {
-      if constexpr (kStream) {
-        V::stream(Y + n * ldy + v * W, acc[n][v]);
-      } else {
-        V::store(Y + n * ldy + v * W, acc[n][v]);
-      }
-    }
-}
-
-// fwd_micro for a run-time node count nn in [1, NT].
-template <typename V, int B, int VB, int NT>
-GNNSPARSE_TARGET_AVX2 void fwd_micro_tail(int nn, const typename V::T* X, int64_t ldx,
-                                          const int64_t* cols, const typename V::T* P,
-                                          int64_t nblk, int s0, const typename V::T* bias,
-                                          typename V::T* Y, int64_t ldy) {
-  if constexpr (NT >= 1) {
-    if (nn == NT) {
-      fwd_micro<V, B, VB, NT, false>(X, ldx, cols, P, nblk, s0, bias, Y, ldy);
-    } else {
-      fwd_micro_tail<V, B, VB, NT - 1>(nn, X, ldx, cols, P, nblk, s0, bias, Y, ldy);
-    }
-  }
-}
-
-// All block rows for nn (<= Cfg::NT) nodes starting at X / Y. While computing, the
-// pf_bytes bytes at pf (rows of a later tile of X) are prefetched into L2, spread over the
-// block rows. kStream: full micro-tiles store Y with non-temporal stores (Y 32-byte aligned).
-template <typename T, int B, bool kStream>
-GNNSPARSE_TARGET_AVX2 void fwd_rows_avx2(const T* X, int64_t ldx, int64_t nn, const int64_t* crow,
-                                         const int64_t* col, const T* P, int64_t nbr,
-                                         const T* bias, T* Y, int64_t ldy, const T* pf,
-                                         int64_t pf_bytes) {
-  using C = bsr::Cfg<T, B>;
-  using V = typename C::V;
-  constexpr int S = C::VB * V::W;  // outputs per slice
-  static_assert(B % S == 0, "slice must divide the blocksize");
-  const char* pfc = reinterpret_cast<const char*>(pf);
-  const int64_t pf_lines = pf_bytes / 64;
-  int64_t pf_done = 0;
-  for (int64_t br = 0; br < nbr; ++br) {
-    const int64_t pf_to = pf_lines * (br + 1) / nbr;
-    for (; pf_done < pf_to; ++pf_done) _mm_prefetch(pfc + pf_done * 64, _MM_HINT_T1);
-    const int64_t kb = crow[br];
-    const int64_t nblk = crow[br + 1] - kb;
-    const int64_t* cols = col + kb;
-    const T* pb = P + kb * (B * B);
-    for (int s0 = 0; s0 < B; s0 += S) {
-      const T* bs = bias ? bias + br * B + s0 : nullptr;
-      T* ys = Y + br * B + s0;
-      if (nn == C::NT) {
-        fwd_micro<V, B, C::VB, C::NT, kStream>(X, ldx, cols, pb, nblk, s0, bs, ys, ldy);
-      } else {
-        fwd_micro_tail<V, B, C::VB, C::NT - 1>(static_cast<int>(nn), X, ldx, cols, pb, nblk,
-                                               s0, bs, ys, ldy);
-      }
-    }
-  }
-}
+#define BSR_TARGET GNNSPARSE_TARGET_AVX2
+#define BSR_KNS avx2
+#include "bsr_fwd_kernels.inc"
+#undef BSR_KNS
+#undef BSR_TARGET
+#define BSR_TARGET GNNSPARSE_TARGET_AVX512
+#define BSR_KNS avx512
+#include "bsr_fwd_kernels.inc"
+#undef BSR_KNS
+#undef BSR_TARGET
 #endif  // GNNSPARSE_HAVE_AVX2_PATH
 
+// Register tiling of the vector paths: kIsa 1 = AVX2 (bsr::Cfg), 2 = AVX-512 (bsr::Cfg512).
+template <typename T, int B, int kIsa>
+using KernelCfg = std::conditional_t<kIsa == 2, bsr::Cfg512<T, B>, bsr::Cfg<T, B>>;
+
 // Y[N, nbr*b] = X[N, *] (block matrix P as packed)ᵀ (+ bias), parallel over node tiles.
-template <typename T, int B, bool kAvx2>
+// kIsa: 0 portable (any b; B = 0 means run-time b), 1 AVX2, 2 AVX-512.
+template <typename T, int B, int kIsa>
 void bsr_fwd_driver(const T* X, int64_t N, int64_t ldx, const int64_t* crow, const int64_t* col,
                     const T* P, int64_t nbr, int64_t b, const T* bias, T* Y, int64_t ldy) {
   int64_t tile = kGenericTile;
+  bool stream = false;
 #if GNNSPARSE_HAVE_AVX2_PATH
-  if constexpr (kAvx2) tile = bsr::Cfg<T, B>::NT;
+  if constexpr (kIsa != 0) {
+    using C = KernelCfg<T, B, kIsa>;
+    tile = C::NT;
+    // Non-temporal stores when Y is far larger than the caches (no read-for-ownership, no
+    // eviction of X) and each micro-tile slice of a node is one or more whole cache lines
+    // (partial-line non-temporal stores are slow).
+    constexpr int64_t slice_bytes = int64_t(C::VB) * C::V::W * sizeof(T);
+    stream = slice_bytes % 64 == 0 && N * ldy * static_cast<int64_t>(sizeof(T)) >= kStreamBytes &&
+             reinterpret_cast<uintptr_t>(Y) % 64 == 0 &&
+             (ldy * static_cast<int64_t>(sizeof(T))) % 64 == 0;
+  }
 #endif
   const int64_t ntiles = ceil_div(N, tile);
   if (ntiles == 0 || nbr == 0) return;
   const int nt = num_threads_for(ntiles);
-#if GNNSPARSE_HAVE_AVX2_PATH
-  // Non-temporal stores when Y is far larger than the caches (no read-for-ownership, no
-  // eviction of X) and each micro-tile slice of a node is one or more whole cache lines
-  // (partial-line non-temporal stores are slow).
-  using C = bsr::Cfg<T, B ? B : 4>;
-  constexpr int64_t slice_bytes = int64_t(C::VB) * C::V::W * sizeof(T);
-  const bool stream = kAvx2 && slice_bytes % 64 == 0 &&
-                      N * ldy * static_cast<int64_t>(sizeof(T)) >= kStreamBytes &&
-                      reinterpret_cast<uintptr_t>(Y) % 64 == 0 &&
-                      (ldy * static_cast<int64_t>(sizeof(T))) % 64 == 0;
-#endif
 #pragma omp parallel num_threads(nt)
   {
 #pragma omp for schedule(static) nowait
-  for (int64_t t = 0; t < ntiles; ++t) {
-    const int64_t n0 = t * tile;
-    const int64_t nn = std::min<int64_t>(tile, N - n0);
-    if constexpr (kAvx2) {
+    for (int64_t t = 0; t < ntiles; ++t) {
+      const int64_t n0 = t * tile;
+      const int64_t nn = std::min<int64_t>(tile, N - n0);
+      if constexpr (kIsa != 0) {
 #if GNNSPARSE_HAVE_AVX2_PATH
-      const int64_t p0 = std::min<int64_t>(N, n0 + kPrefetchTiles * tile);
-      const int64_t p1 = std::min<int64_t>(N, p0 + tile);
-      const int64_t pf_bytes = (p1 - p0) * ldx * static_cast<int64_t>(sizeof(T));
-      if (stream) {
-        fwd_rows_avx2<T, B, true>(X + n0 * ldx, ldx, nn, crow, col, P, nbr, bias, Y + n0 * ldy,
-                                  ldy, X + p0 * ldx, pf_bytes);
-      } else {
-        fwd_rows_avx2<T, B, false>(X + n0 * ldx, ldx, nn, crow, col, P, nbr, bias,
-                                   Y + n0 * ldy, ldy, X + p0 * ldx, pf_bytes);
-      }
+        using C = KernelCfg<T, B, kIsa>;
+        const int64_t p0 = std::min<int64_t>(N, n0 + kPrefetchTiles * tile);
+        const int64_t p1 = std::min<int64_t>(N, p0 + tile);
+        const int64_t pf_bytes = (p1 - p0) * ldx * static_cast<int64_t>(sizeof(T));
+        const T* xs = X + n0 * ldx;
+        T* ys = Y + n0 * ldy;
+        const T* pf = X + p0 * ldx;
+        if constexpr (kIsa == 2) {
+          if (stream) {
+            avx512::fwd_rows<C, B, true>(xs, ldx, nn, crow, col, P, nbr, bias, ys, ldy, pf, pf_bytes);
+          } else {
+            avx512::fwd_rows<C, B, false>(xs, ldx, nn, crow, col, P, nbr, bias, ys, ldy, pf, pf_bytes);
+          }
+        } else {
+          if (stream) {
+            avx2::fwd_rows<C, B, true>(xs, ldx, nn, crow, col, P, nbr, bias, ys, ldy, pf, pf_bytes);
+          } else {
+            avx2::fwd_rows<C, B, false>(xs, ldx, nn, crow, col, P, nbr, bias, ys, ldy, pf, pf_bytes);
+          }
+        }
 #endif
-    } else {
-      fwd_rows_generic<T, B>(X + n0 * ldx, ldx, nn, crow, col, P, nbr, b, bias, Y + n0 * ldy,
-                             ldy);
+      } else {
+        fwd_rows_generic<T, B>(X + n0 * ldx, ldx, nn, crow, col, P, nbr, b, bias, Y + n0 * ldy,
+                               ldy);
+      }
     }
-  }
 #if GNNSPARSE_HAVE_AVX2_PATH
-  if (stream) _mm_sfence();  // order this thread's non-temporal stores before the join
+    if (stream) _mm_sfence();  // order this thread's non-temporal stores before the join
 #endif
   }
 }
@@ -235,25 +163,42 @@ void bsr_fwd_driver(const T* X, int64_t N, int64_t ldx, const int64_t* crow, con
 template <typename T>
 void bsr_fwd_dispatch(const T* X, int64_t N, int64_t ldx, const int64_t* crow, const int64_t* col,
                       const T* P, int64_t nbr, int64_t b, const T* bias, T* Y, int64_t ldy) {
-  const Isa isa = select_isa();
+  const bsr::VecIsa isa = bsr::select_vec_isa();
 #if GNNSPARSE_HAVE_AVX2_PATH
-  if (isa == Isa::Avx2) {
+  if (isa == bsr::VecIsa::Avx512) {
+    // AVX-512 tilings exist where a block row slice fills whole zmm registers.
+    if constexpr (std::is_same_v<T, float>) {
+      switch (b) {
+        case 16: return bsr_fwd_driver<T, 16, 2>(X, N, ldx, crow, col, P, nbr, b, bias, Y, ldy);
+        case 32: return bsr_fwd_driver<T, 32, 2>(X, N, ldx, crow, col, P, nbr, b, bias, Y, ldy);
+        default: break;
+      }
+    } else {
+      switch (b) {
+        case 8: return bsr_fwd_driver<T, 8, 2>(X, N, ldx, crow, col, P, nbr, b, bias, Y, ldy);
+        case 16: return bsr_fwd_driver<T, 16, 2>(X, N, ldx, crow, col, P, nbr, b, bias, Y, ldy);
+        case 32: return bsr_fwd_driver<T, 32, 2>(X, N, ldx, crow, col, P, nbr, b, bias, Y, ldy);
+        default: break;
+      }
+    }
+  }
+  if (isa != bsr::VecIsa::Generic) {
     switch (b) {
-      case 4: return bsr_fwd_driver<T, 4, true>(X, N, ldx, crow, col, P, nbr, b, bias, Y, ldy);
-      case 8: return bsr_fwd_driver<T, 8, true>(X, N, ldx, crow, col, P, nbr, b, bias, Y, ldy);
-      case 16: return bsr_fwd_driver<T, 16, true>(X, N, ldx, crow, col, P, nbr, b, bias, Y, ldy);
-      case 32: return bsr_fwd_driver<T, 32, true>(X, N, ldx, crow, col, P, nbr, b, bias, Y, ldy);
+      case 4: return bsr_fwd_driver<T, 4, 1>(X, N, ldx, crow, col, P, nbr, b, bias, Y, ldy);
+      case 8: return bsr_fwd_driver<T, 8, 1>(X, N, ldx, crow, col, P, nbr, b, bias, Y, ldy);
+      case 16: return bsr_fwd_driver<T, 16, 1>(X, N, ldx, crow, col, P, nbr, b, bias, Y, ldy);
+      case 32: return bsr_fwd_driver<T, 32, 1>(X, N, ldx, crow, col, P, nbr, b, bias, Y, ldy);
       default: break;
     }
   }
 #endif
   (void)isa;
   switch (b) {
-    case 4: return bsr_fwd_driver<T, 4, false>(X, N, ldx, crow, col, P, nbr, b, bias, Y, ldy);
-    case 8: return bsr_fwd_driver<T, 8, false>(X, N, ldx, crow, col, P, nbr, b, bias, Y, ldy);
-    case 16: return bsr_fwd_driver<T, 16, false>(X, N, ldx, crow, col, P, nbr, b, bias, Y, ldy);
-    case 32: return bsr_fwd_driver<T, 32, false>(X, N, ldx, crow, col, P, nbr, b, bias, Y, ldy);
-    default: return bsr_fwd_driver<T, 0, false>(X, N, ldx, crow, col, P, nbr, b, bias, Y, ldy);
+    case 4: return bsr_fwd_driver<T, 4, 0>(X, N, ldx, crow, col, P, nbr, b, bias, Y, ldy);
+    case 8: return bsr_fwd_driver<T, 8, 0>(X, N, ldx, crow, col, P, nbr, b, bias, Y, ldy);
+    case 16: return bsr_fwd_driver<T, 16, 0>(X, N, ldx, crow, col, P, nbr, b, bias, Y, ldy);
+    case 32: return bsr_fwd_driver<T, 32, 0>(X, N, ldx, crow, col, P, nbr, b, bias, Y, ldy);
+    default: return bsr_fwd_driver<T, 0, 0>(X, N, ldx, crow, col, P, nbr, b, bias, Y, ldy);
   }
 }
 
