@@ -32,31 +32,31 @@ void csr_linear_driver(const T* X, int64_t N, int64_t cols, const int64_t* crow,
   const int64_t ntiles = ceil_div(N, kTile);
   if (ntiles == 0 || rows == 0) return;
   const int nt = num_threads_for(ntiles);
-  // Per-thread scratch: Xt[cols][kTile] and Yt[rows][kTile], 64-byte aligned.
-  const int64_t xt_elems = tile_buffer_elems(cols);
-  const int64_t yt_elems = tile_buffer_elems(rows);
+  // Output rows are computed and written in chunks of kRowChunk (the transposed output chunk
+  // stays small, so Xt keeps L1: measured 2.7x -> 3.6x dense at 90 % sparsity).
+  constexpr int64_t kRowChunk = 32;
+  // Per-thread scratch: Xt[cols + 1][kTile] (last row zero, for padding entries) and
+  // Yt[kRowChunk][kTile], 64-byte aligned.
+  const int64_t xt_elems = tile_buffer_elems(cols + 1);
+  const int64_t yt_elems = tile_buffer_elems(std::min(rows, kRowChunk));
   const int64_t per_thread = xt_elems + yt_elems;
   AlignedBuffer<T> scratch(per_thread * nt);
   const bool stream = N * rows * static_cast<int64_t>(sizeof(T)) >= kStreamBytes;
   const bool use512 = kAvx2 && avx512_enabled();
-  // The SIMD paths address Xt rows through 32-bit element offsets col * kTile (one scaled-index
-  // load per stored weight instead of a 64-bit load, shift and add).
-  const int64_t nnz = crow[rows];
-  std::vector<int32_t> coff_buf;
-  const int32_t* coff = nullptr;
-  if constexpr (kAvx2) {
-    TORCH_CHECK(cols <= (int64_t(1) << 31) / kTile - 1,
-                "gnnsparse: in_features = ", cols, " is too large for the CPU kernels (max ",
-                (int64_t(1) << 31) / kTile - 1, ")");
-    coff_buf.resize(static_cast<size_t>(nnz));
-    for (int64_t p = 0; p < nnz; ++p) coff_buf[p] = static_cast<int32_t>(col[p] * kTile);
-    coff = coff_buf.data();
-  }
+  const int64_t rchunk = kRowChunk;
+  // The SIMD paths run on rows padded to a multiple of kRowPad entries, addressed through
+  // 32-bit element offsets (see csr_tiles.h).
+  PaddedCsr<T> padded;
+  if constexpr (kAvx2) padded = pad_csr<T>(crow, col, values, nullptr, rows, cols);
+  const int64_t* pcrow = kAvx2 ? padded.crow.data() : crow;
+  const int32_t* coff = kAvx2 ? padded.coff.data() : nullptr;
+  const T* pval = kAvx2 ? padded.val.data() : values;
 #pragma omp parallel num_threads(nt)
   {
     const int tid = current_thread();
     T* xt = scratch.get() + tid * per_thread;
     T* yt = xt + xt_elems;
+    std::fill(xt + cols * kTile, xt + (cols + 1) * kTile, T(0));  // the zero row for padding
 #pragma omp for schedule(static)
     for (int64_t t = 0; t < ntiles; ++t) {
       const int64_t n0 = t * kTile;
@@ -72,17 +72,29 @@ void csr_linear_driver(const T* X, int64_t N, int64_t cols, const int64_t* crow,
           nx = reinterpret_cast<const char*>(xsrc + kTile * cols);
           nbytes = std::min<int64_t>(kTile, N - n0 - kTile) * cols * sizeof(T);
         }
-        if (use512) {
-          fwd_tile_avx512<T>(xt, crow, coff, values, bias, rows, yt, nx, nbytes);
-        } else {
-          fwd_tile_avx2<T>(xt, crow, coff, values, bias, rows, yt, nx, nbytes);
+        // Output rows in chunks of rchunk: the transposed output chunk stays small so that Xt
+        // keeps L1; the prefetch of the next X tile is spread over the chunks.
+        const int64_t lines = nbytes / 64;
+        for (int64_t r0 = 0; r0 < rows; r0 += rchunk) {
+          const int64_t rc = std::min(rchunk, rows - r0);
+          const int64_t l0 = r0 * lines / rows, l1 = (r0 + rc) * lines / rows;
+          const char* cpf = nx ? nx + l0 * 64 : nullptr;
+          const T* cb = bias ? bias + r0 : nullptr;
+          if (use512) {
+            fwd_tile_avx512<T>(xt, pcrow + r0, coff, pval, cb, rc, yt, cpf, (l1 - l0) * 64);
+          } else {
+            fwd_tile_avx2<T>(xt, pcrow + r0, coff, pval, cb, rc, yt, cpf, (l1 - l0) * 64);
+          }
+          store_tile_t_avx2<T>(yt, rc, nr, ydst + r0, rows, stream);
         }
-        store_tile_t_avx2<T>(yt, rows, nr, ydst, rows, stream);
 #endif
       } else {
         load_tile_t_generic<T>(xsrc, cols, nr, cols, xt);
-        fwd_tile_generic<T>(xt, crow, col, values, bias, rows, yt);
-        store_tile_t_generic<T>(yt, rows, nr, ydst, rows);
+        for (int64_t r0 = 0; r0 < rows; r0 += rchunk) {
+          const int64_t rc = std::min(rchunk, rows - r0);
+          fwd_tile_generic<T>(xt, crow + r0, col, values, bias ? bias + r0 : nullptr, rc, yt);
+          store_tile_t_generic<T>(yt, rc, nr, ydst + r0, rows);
+        }
       }
     }
 #if GNNSPARSE_HAVE_AVX2_PATH

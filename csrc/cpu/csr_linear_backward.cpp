@@ -42,8 +42,8 @@ inline void bias_tile_add(const T* __restrict Gt, int64_t rows, T* __restrict pa
 template <typename T, bool kAvx2>
 void backward_driver(const T* G, const T* X, int64_t N, int64_t rows, int64_t cols,
                      const int64_t* crow, const int64_t* col, int64_t nnz,
-                     const int64_t* t_crow, const int64_t* t_col, const T* t_vals,
-                     T* dX, T* dV, T* dB) {
+                     const int64_t* t_crow, const int64_t* t_col, const T* values,
+                     const int64_t* t_perm, T* dX, T* dV, T* dB) {
   const bool need_x = dX != nullptr, need_v = dV != nullptr, need_b = dB != nullptr;
   // partial sums per chunk: [nnz] dvalues then [rows] dbias
   const int64_t part_elems = (need_v ? nnz : 0) + (need_b ? rows : 0);
@@ -51,18 +51,21 @@ void backward_driver(const T* G, const T* X, int64_t N, int64_t rows, int64_t co
   const int64_t nchunks = ceil_div(N, chunk);
   AlignedBuffer<T> partial(std::max<int64_t>(nchunks * part_elems, 1));
   const int nt = num_threads_for(nchunks);
-  const int64_t gt_elems = tile_buffer_elems(rows);
+  constexpr int64_t kRowChunk = 32;  // dX rows computed and written per chunk (as in csr_linear)
+  const int64_t gt_elems = tile_buffer_elems(rows + 1);  // + the zero row for padding entries
   const int64_t xt_elems = tile_buffer_elems(cols);
-  const int64_t per_thread = gt_elems + 2 * xt_elems;
+  const int64_t dxt_elems = tile_buffer_elems(std::min(cols, kRowChunk));
+  const int64_t per_thread = gt_elems + xt_elems + dxt_elems;
   AlignedBuffer<T> scratch(per_thread * nt);
   const bool use512 = kAvx2 && avx512_enabled();
   const bool stream = N * cols * static_cast<int64_t>(sizeof(T)) >= kStreamBytes;
-  std::vector<int32_t> t_coff;
-  if (kAvx2 && need_x) {
-    TORCH_CHECK(rows <= (int64_t(1) << 31) / kTile - 1, "gnnsparse: out_features = ", rows,
-                " is too large for the CPU kernels");
-    t_coff.resize(static_cast<size_t>(nnz));
-    for (int64_t q = 0; q < nnz; ++q) t_coff[q] = static_cast<int32_t>(t_col[q] * kTile);
+  // W^T (rows: input features) with values[t_perm], as the tile kernels want it
+  PaddedCsr<T> wt;
+  if (need_x) wt = pad_csr<T>(t_crow, t_col, values, t_perm, cols, rows);
+  std::vector<T> t_vals_generic;
+  if (!kAvx2 && need_x) {
+    t_vals_generic.resize(static_cast<size_t>(nnz));
+    for (int64_t q = 0; q < nnz; ++q) t_vals_generic[q] = values[t_perm[q]];
   }
 #pragma omp parallel num_threads(nt)
   {
@@ -70,6 +73,7 @@ void backward_driver(const T* G, const T* X, int64_t N, int64_t rows, int64_t co
     T* gt = scratch.get() + tid * per_thread;
     T* xt = gt + gt_elems;
     T* dxt = xt + xt_elems;
+    std::fill(gt + rows * kTile, gt + (rows + 1) * kTile, T(0));
 #pragma omp for schedule(static)
     for (int64_t k = 0; k < nchunks; ++k) {
       T* part = partial.get() + k * part_elems;
@@ -95,12 +99,20 @@ void backward_driver(const T* G, const T* X, int64_t N, int64_t rows, int64_t co
               nx = reinterpret_cast<const char*>(G + (n0 + kTile) * rows);
               nbytes = std::min<int64_t>(kTile, ne - n0 - kTile) * rows * sizeof(T);
             }
-            if (use512) {
-              fwd_tile_avx512<T>(gt, t_crow, t_coff.data(), t_vals, nullptr, cols, dxt, nx, nbytes);
-            } else {
-              fwd_tile_avx2<T>(gt, t_crow, t_coff.data(), t_vals, nullptr, cols, dxt, nx, nbytes);
+            const int64_t lines = nbytes / 64;
+            for (int64_t c0 = 0; c0 < cols; c0 += kRowChunk) {
+              const int64_t cc = std::min(kRowChunk, cols - c0);
+              const int64_t l0 = c0 * lines / cols, l1 = (c0 + cc) * lines / cols;
+              const char* cpf = nx ? nx + l0 * 64 : nullptr;
+              if (use512) {
+                fwd_tile_avx512<T>(gt, wt.crow.data() + c0, wt.coff.data(), wt.val.data(), nullptr, cc,
+                                   dxt, cpf, (l1 - l0) * 64);
+              } else {
+                fwd_tile_avx2<T>(gt, wt.crow.data() + c0, wt.coff.data(), wt.val.data(), nullptr, cc,
+                                 dxt, cpf, (l1 - l0) * 64);
+              }
+              store_tile_t_avx2<T>(dxt, cc, nr, dX + n0 * cols + c0, cols, stream);
             }
-            store_tile_t_avx2<T>(dxt, cols, nr, dX + n0 * cols, cols, stream);
           }
 #endif
         } else {
@@ -110,8 +122,11 @@ void backward_driver(const T* G, const T* X, int64_t N, int64_t rows, int64_t co
             sddmm_tile_generic<T>(gt, xt, crow, col, rows, part_v);
           }
           if (need_x) {
-            fwd_tile_generic<T>(gt, t_crow, t_col, t_vals, nullptr, cols, dxt);
-            store_tile_t_generic<T>(dxt, cols, nr, dX + n0 * cols, cols);
+            for (int64_t c0 = 0; c0 < cols; c0 += kRowChunk) {
+              const int64_t cc = std::min(kRowChunk, cols - c0);
+              fwd_tile_generic<T>(gt, t_crow + c0, t_col, t_vals_generic.data(), nullptr, cc, dxt);
+              store_tile_t_generic<T>(dxt, cc, nr, dX + n0 * cols + c0, cols);
+            }
           }
         }
         if (need_b) bias_tile_add<T>(gt, rows, part_b);  // rows past N are zero in gt
@@ -182,12 +197,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> csr_linear_backward_cpu(
   const at::Tensor g = grad_out.contiguous();
   const at::Tensor xc = x.contiguous();
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gnnsparse_csr_linear_backward", [&] {
-    std::vector<scalar_t> t_vals(static_cast<size_t>(run_x ? nnz : 0));
-    if (run_x) {
-      const int64_t* pm = tp.data_ptr<int64_t>();
-      const scalar_t* v = vals.data_ptr<scalar_t>();
-      for (int64_t q = 0; q < nnz; ++q) t_vals[q] = v[pm[q]];
-    }
     scalar_t* dxp = run_x ? dx.data_ptr<scalar_t>() : nullptr;
     scalar_t* dvp = (need_values && nnz > 0) ? dv.data_ptr<scalar_t>() : nullptr;
     scalar_t* dbp = (need_bias && out_f > 0) ? db.data_ptr<scalar_t>() : nullptr;
@@ -196,7 +205,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> csr_linear_backward_cpu(
       backward_driver<scalar_t, decltype(avx)::value>(
           g.data_ptr<scalar_t>(), xc.data_ptr<scalar_t>(), N, out_f, in_f,
           crow.data_ptr<int64_t>(), col.data_ptr<int64_t>(), nnz, tc.data_ptr<int64_t>(),
-          tcol.data_ptr<int64_t>(), t_vals.data(), dxp, dvp, dbp);
+          tcol.data_ptr<int64_t>(), vals.data_ptr<scalar_t>(), tp.data_ptr<int64_t>(), dxp, dvp, dbp);
     };
 #if GNNSPARSE_HAVE_AVX2_PATH
     if (select_isa() == Isa::Avx2) {
