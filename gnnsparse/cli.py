@@ -228,12 +228,17 @@ def _compare(args) -> int:
           + ("; mean±std over seeds." if len(seeds) > 1 else "."))
     if kept:
         print(f"kept dense, not counted in measured: {', '.join(sorted(kept))}")
-    ran_dense = sorted({layer["name"] for r in rows for layer in r["layers"]
-                        if layer.get("executor") == "dense" and not layer["kind"].startswith("dense")})
+    ran_dense: dict[tuple, set] = {}
+    for r in rows:
+        names = {layer["name"] for layer in r["layers"]
+                 if layer.get("executor") == "dense" and not layer["kind"].startswith("dense")}
+        if names:
+            ran_dense.setdefault((r["regime"], r["target_sparsity"]), set()).update(names)
     layout = cfg.layout if cfg.layout == "csr" else f"bsr (blocksize {cfg.blocksize})"
-    print(f"sparse layout: {layout}; executor: {cfg.executor}"
-          + (f"; executed dense because measured faster (dense FLOPs counted): {', '.join(ran_dense)}"
-             if ran_dense else ""))
+    print(f"sparse layout: {layout}; executor: {cfg.executor}")
+    for (regime, target), names in sorted(ran_dense.items()):
+        print(f"  {regime} {target:g}: ran dense because measured faster (dense FLOPs counted): "
+              f"{', '.join(sorted(names))}")
     payload = {"dataset": data.name, "task": task.kind, "describe": data.describe(), "seeds": seeds,
                "note": getattr(data, "note", ""), "config": rows[0]["config"], "rows": rows}
     if json_path:

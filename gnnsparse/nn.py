@@ -456,7 +456,9 @@ class SparseLinear(nn.Module):
         executor = self._resolve_executor(x)
         self.last_executor = executor
         if executor == "dense":
-            return nn.functional.linear(x, self.dense_weight(), self.bias)
+            keys = self._dense_keys()
+            w = self.values.new_zeros(self.numel_dense).index_put((keys,), self.values)
+            return nn.functional.linear(x, w.view(self.out_features, self.in_features), self.bias)
         if executor == "bsr":
             bcrow, bcol, perm = self._bsr_structure()
             b = self.blocksize
@@ -511,6 +513,16 @@ class SparseLinear(nn.Module):
         """The :class:`gnnsparse.chooser.Choice` behind the last forward (None before the first
         forward, with ``executor="sparse"``/``"dense"``, or when restored from a checkpoint)."""
         return None if self._choice is None else self._choice[1]
+
+    def _dense_keys(self) -> torch.Tensor:
+        """Flat positions ``row * in + col`` of the stored weights (int64 ``[nnz]``), cached per
+        structure (the dense executor scatters ``values`` there)."""
+        key = self._structure_key()
+        cache = getattr(self, "_keys_cache", None)
+        if cache is None or cache[0] != key:
+            cache = (key, formats.csr_keys(self.crow_indices, self.col_indices, self.in_features))
+            self._keys_cache = cache
+        return cache[1]
 
     def _bsr_structure(self):
         """``(block crow [out/b + 1], block col [nnzb], perm [nnz])`` of the current structure:
