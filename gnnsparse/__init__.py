@@ -12,8 +12,13 @@ import os as _os
 
 __version__ = "0.1.0"
 
-if _os.environ.get("GNNSPARSE_RETAIN_MEMORY", "").strip() == "1":
-    from . import memory as _memory  # noqa: F401  (applies the allocator setting on import)
+if _os.environ.get("GNNSPARSE_RETAIN_MEMORY", "").strip():
+    try:
+        from . import memory as _memory  # noqa: F401  (applies the allocator setting on import)
+    except ValueError as _e:  # a bad value: say so, keep glibc's defaults
+        import warnings as _warnings
+
+        _warnings.warn(f"{_e}; ignored", RuntimeWarning, stacklevel=2)
 
 __all__ = ["SparseLinear", "sparsify", "sparse_layers", "__version__"]
 

@@ -106,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sparse weight layout, both regimes: csr (single weights) or bsr (whole blocks: "
                         "block magnitude pruning, block drop-and-grow, block-sparse kernels)")
     c.add_argument("--blocksize", type=_int_in(1, 4096, "--blocksize"), default=None,
-                   help="block edge for --layout bsr (4, 8, 16 or 32 have fast kernels; default 16)")
+                   help="block edge for --layout bsr; must divide the layer sizes (4, 8, 16 or 32 have "
+                        "fast kernels); unset with --layout bsr: 16")
     c.add_argument("--executor", choices=("auto", "sparse", "dense"), default=d.executor,
                    help="auto: per layer, the kernel measured fastest (sparse or dense; cached on disk); "
                         "layers run dense are counted with dense FLOPs and named in the output")
@@ -203,6 +204,12 @@ def _compare(args) -> int:
                 if sparsities and not shapes:
                     raise ValueError(f"no layer can be sparsified: every Linear layer of this model has fewer "
                                      f"than {cfg.min_numel} weights (raise --hidden)")
+                if sparsities and cfg.layout == "bsr":
+                    b = cfg.blocksize
+                    if all(o % b or i % b for o, i in shapes.values()):
+                        sizes = ", ".join(sorted({f"{o}x{i}" for o, i in shapes.values()}))
+                        raise ValueError(f"--blocksize {b} divides no sparsifiable layer ({sizes}); "
+                                         f"use a block size that divides --hidden = {cfg.hidden}")
                 bar = tqdm(total=total_epochs, unit="epoch", disable=args.no_progress, dynamic_ncols=True)
             run_cfg = dataclasses.replace(cfg, seed=seed)
             bar.set_description(f"seed {seed} dense")
@@ -236,9 +243,9 @@ def _compare(args) -> int:
             ran_dense.setdefault((r["regime"], r["target_sparsity"]), set()).update(names)
     layout = cfg.layout if cfg.layout == "csr" else f"bsr (blocksize {cfg.blocksize})"
     print(f"sparse layout: {layout}; executor: {cfg.executor}")
+    why = "measured faster" if cfg.executor == "auto" else "--executor dense"
     for (regime, target), names in sorted(ran_dense.items()):
-        print(f"  {regime} {target:g}: ran dense because measured faster (dense FLOPs counted): "
-              f"{', '.join(sorted(names))}")
+        print(f"  {regime} {target:g}: ran dense ({why}; dense FLOPs counted): {', '.join(sorted(names))}")
     payload = {"dataset": data.name, "task": task.kind, "describe": data.describe(), "seeds": seeds,
                "note": getattr(data, "note", ""), "config": rows[0]["config"], "rows": rows}
     if json_path:
@@ -273,9 +280,9 @@ def _configure_runtime() -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     # Large outputs reuse freed memory instead of fresh page-faulting mmaps (gnnsparse.memory);
     # applies to dense and sparse layers alike. GNNSPARSE_RETAIN_MEMORY=0 keeps glibc's defaults.
-    if os.environ.get("GNNSPARSE_RETAIN_MEMORY", "1").strip() != "0":
-        from .memory import retain_freed_memory
+    from .memory import env_setting, retain_freed_memory
 
+    if env_setting(True):
         retain_freed_memory(True)
     # the table uses "±" and "ΔT"; never crash on a terminal that cannot encode them
     for stream in (sys.stdout, sys.stderr):
@@ -291,7 +298,11 @@ _OOM = "out of memory (try a smaller --hidden or --batch-size, or a smaller grap
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``gnnsparse`` command; returns the exit status."""
-    _configure_runtime()
+    try:
+        _configure_runtime()
+    except ValueError as e:  # a bad environment variable
+        print(f"gnnsparse: error: {e}", file=sys.stderr)
+        return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

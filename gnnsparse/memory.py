@@ -12,8 +12,8 @@ machine: 25–40 ms for 64 MiB, more than the whole 90 %-sparse forward kernel. 
 (``M_TRIM_THRESHOLD``), so a freed output is reused by the next call without faults. It is
 process-wide and affects every allocation (dense and sparse alike); the memory high-water mark
 stays allocated to the process. Off by default for library users; ``gnnsparse compare`` and the
-benchmarks switch it on, and the environment variable ``GNNSPARSE_RETAIN_MEMORY=1`` switches it
-on when gnnsparse is imported.
+benchmarks switch it on (``GNNSPARSE_RETAIN_MEMORY=0`` keeps glibc's defaults there), and
+``GNNSPARSE_RETAIN_MEMORY=1`` switches it on when gnnsparse is imported.
 
 Alternatives measured on the same machine (X 65536×256 float32, dense ``F.linear`` / 90 %-sparse
 forward): glibc defaults 59 / 38 ms; ``THP_MEM_ALLOC_ENABLE=1`` (PyTorch's transparent huge pages
@@ -27,7 +27,7 @@ import ctypes.util
 import os
 import time
 
-__all__ = ["retain_freed_memory", "retaining", "allocation_cost"]
+__all__ = ["retain_freed_memory", "retaining", "allocation_cost", "env_setting"]
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
@@ -108,5 +108,22 @@ def allocation_cost(nbytes: int = 64 << 20, repeats: int = 5) -> dict:
     return {"nbytes": n * 4, "fresh_s": f, "reused_s": r, "overhead_s": f - r, "retaining": retaining()}
 
 
-if os.environ.get("GNNSPARSE_RETAIN_MEMORY", "").strip() == "1":
+def env_setting(default: bool) -> bool:
+    """``GNNSPARSE_RETAIN_MEMORY`` as a bool: ``1/true/yes/on`` and ``0/false/no/off``
+    (case-insensitive); unset or empty gives ``default``.
+
+    Raises:
+        ValueError: any other value (the message names the variable and the valid values).
+    """
+    raw = os.environ.get("GNNSPARSE_RETAIN_MEMORY", "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"GNNSPARSE_RETAIN_MEMORY={raw!r} is not one of 1/true/yes/on or 0/false/no/off")
+
+
+if env_setting(False):
     retain_freed_memory(True)

@@ -274,7 +274,7 @@ def sparsity_report(model: nn.Module, kept_dense: dict[str, str]) -> dict:
             kind = m.layout if m.layout == "csr" else f"bsr{m.blocksize}"
             ran = m.last_executor
             if ran == "dense":  # the chooser ran it dense: its FLOPs are counted dense
-                kind += " (executed dense: measured faster; dense FLOPs counted)"
+                kind += " (ran dense; dense FLOPs counted)"
             stored_sp += nnz
             numel_sp += numel
         elif linear_like(m):

@@ -202,10 +202,16 @@ def test_compare_bsr_layout_and_auto_executor(tmp_path, capsys, monkeypatch):
     layers = [layer for layer in st["layers"] if layer["kind"].startswith("bsr8")]
     assert layers and all(layer["executor"] in ("bsr", "dense") for layer in layers)
     for layer in layers:  # a layer run dense is named as such (and counted with dense FLOPs)
-        assert (layer["executor"] == "dense") == ("executed dense" in layer["kind"])
+        assert (layer["executor"] == "dense") == ("ran dense" in layer["kind"])
     assert (tmp_path / "chooser.json").exists()  # the measurement was cached on disk
 
 
 def test_blocksize_without_bsr_layout_is_a_clean_error(capsys):
     code, out, err = _run(["compare", "--no-progress", "--blocksize", "8", "--epochs", "1"], capsys)
     assert code == 2 and "--blocksize is only used with --layout bsr" in err
+
+
+def test_blocksize_dividing_no_layer_is_a_clean_error(capsys):
+    code, out, err = _run(["compare", "--no-progress", "--layout", "bsr", "--blocksize", "7", "--epochs", "1",
+                           "--sparsity", "0.9"], capsys)
+    assert code == 2 and "--blocksize 7 divides no sparsifiable layer" in err

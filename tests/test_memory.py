@@ -42,3 +42,17 @@ def test_env_var_switches_it_on_at_import():
     assert out.stdout.strip() in ("True", "False")  # False only where glibc is missing
     if memory._libc() is not None:
         assert out.stdout.strip() == "True"
+
+
+@pytest.mark.parametrize("value,expected", [("yes", True), ("ON", True), ("0", False), ("off", False), ("", None)])
+def test_env_setting_values(monkeypatch, value, expected):
+    monkeypatch.setenv("GNNSPARSE_RETAIN_MEMORY", value)
+    assert memory.env_setting(default=None) is expected
+
+
+def test_env_setting_bad_value_is_a_clean_cli_error(monkeypatch, capsys):
+    from gnnsparse.cli import main
+
+    monkeypatch.setenv("GNNSPARSE_RETAIN_MEMORY", "maybe")
+    assert main(["datasets"]) == 2
+    assert "GNNSPARSE_RETAIN_MEMORY='maybe'" in capsys.readouterr().err
