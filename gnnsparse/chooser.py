@@ -348,6 +348,10 @@ def _warn_once(tag: str, message: str) -> None:
 
 def _read_file(path: str) -> dict[str, dict]:
     """Entries of the cache file; {} when missing. Unreadable/corrupt → warn once, {}."""
+    if os.path.lexists(path) and not os.path.isfile(path):  # a FIFO would block, a device lies
+        _warn_once(f"read:{path}", f"gnnsparse chooser: the cache {path} is not a regular file; "
+                                   "ignoring it and keeping measurements in memory only")
+        return {}
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
@@ -370,6 +374,9 @@ def _write_file(path: str, entries: dict[str, dict]) -> None:
     tmp = None
     try:
         directory = os.path.dirname(path)
+        if os.path.lexists(path) and not os.path.isfile(path):
+            # never replace a device, FIFO, directory or dangling link (e.g. /dev/null)
+            raise OSError(f"{path} exists and is not a regular file")
         os.makedirs(directory, exist_ok=True)
         merged = {**_read_file(path), **entries} if os.path.exists(path) else dict(entries)
         fd, tmp = tempfile.mkstemp(prefix=".chooser-", suffix=".tmp", dir=directory)
@@ -393,9 +400,10 @@ def _entry_to_choice(key: str, entry: dict, valid: tuple[str, ...]) -> Choice | 
         failed = {str(k): str(v) for k, v in entry.get("failed", {}).items()}
         n_rows = entry.get("n_rows")
         n_rows = None if n_rows is None else int(n_rows)
-    except (KeyError, TypeError, ValueError, AttributeError):
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
         return None
-    if executor not in valid or layout not in LAYOUTS:
+    if not isinstance(executor, str) or not isinstance(layout, str) or executor not in valid \
+            or layout not in LAYOUTS:
         return None
     return Choice(executor, layout, "cached", timings, key, failed, n_rows)
 

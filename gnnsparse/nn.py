@@ -48,8 +48,11 @@ def _check_layout(layout, blocksize, out_features: int, in_features: int):
         if blocksize not in (None, 1):
             raise ValueError(f"blocksize is only used with layout='bsr', got blocksize={blocksize!r}")
         return "csr", None
-    if isinstance(blocksize, bool) or not isinstance(blocksize, int) or blocksize < 1:
+    import numbers
+
+    if isinstance(blocksize, bool) or not isinstance(blocksize, numbers.Integral) or blocksize < 1:
         raise ValueError(f"layout='bsr' needs an int blocksize >= 1 (4, 8, 16 or 32 are fast), got {blocksize!r}")
+    blocksize = int(blocksize)
     if out_features % blocksize or in_features % blocksize:
         raise ValueError(f"layout='bsr': blocksize {blocksize} must divide out_features={out_features} and "
                          f"in_features={in_features}")
@@ -254,6 +257,8 @@ class SparseLinear(nn.Module):
         else:
             self.register_parameter("bias", None)
         self.reset_parameters(generator=generator)
+        if self.layout == "bsr" and self.crow_indices.device.type != "meta":
+            self._bsr_structure()
 
     # ------------------------------------------------------------------ structure
     def _check_mask(self, mask: torch.Tensor) -> None:
@@ -307,7 +312,10 @@ class SparseLinear(nn.Module):
 
         The ``values`` Parameter object is kept (its ``.data`` is swapped), so an optimizer
         that holds it stays attached; remapping optimizer state is the caller's job. Its
-        ``.grad`` is reset to None (it belonged to the old structure).
+        ``.grad`` is reset to None (it belonged to the old structure). When nnz changes, free
+        any graph built with the old values first (e.g. keep ``loss.detach()``, not ``loss``):
+        autograd would reject a gradient of the new shape for a graph that still references
+        the old accumulator.
 
         Raises:
             ValueError: the triple is not a valid ``[out, in]`` CSR matrix.
@@ -320,6 +328,8 @@ class SparseLinear(nn.Module):
         self.col_indices = col_indices.to(self.col_indices.device)
         self.values.data = values.detach().to(self.values.device, self.values.dtype).contiguous()
         self.values.grad = None  # a gradient of the old structure means nothing for the new one
+        if self.layout == "bsr":
+            self._bsr_structure()  # keep the BSR view current (torch.compile reads it as is)
 
     def set_mask(self, mask: torch.Tensor, dense: torch.Tensor | None = None) -> None:
         """Store exactly the positions of ``mask`` (bool ``[out, in]``), values from ``dense``.
@@ -488,11 +498,14 @@ class SparseLinear(nn.Module):
             return sparse
         if self.executor == "dense":
             return "dense"
-        if self._pinned_choice is not None:
-            return self._pinned_choice
         from . import chooser
 
         env = os.environ.get("GNNSPARSE_EXECUTOR", "").strip() or "auto"
+        forced = chooser.get_override() or (env if env in ("sparse", "dense") else None)
+        if forced is not None:  # overrides win over a measured or restored choice
+            return sparse if forced == "sparse" else "dense"
+        if self._pinned_choice is not None:
+            return self._pinned_choice  # restored from a checkpoint
         key = (self.nnz, torch.get_num_threads(), self.values.dtype, env, chooser.get_override())
         if self._choice is None or self._choice[0] != key:
             b = self.blocksize or 1
@@ -527,8 +540,10 @@ class SparseLinear(nn.Module):
     def _bsr_structure(self):
         """``(block crow [out/b + 1], block col [nnzb], perm [nnz])`` of the current structure:
         ``values[perm].view(nnzb, b, b)`` are the BSR blocks. Cached per structure."""
-        key = self._structure_key()
         cache = getattr(self, "_bsr_cache", None)
+        if torch.compiler.is_compiling() and cache is not None:
+            return cache[1]  # kept current eagerly (set_csr, load_state_dict, __init__)
+        key = self._structure_key()
         if cache is None or cache[0] != key:
             cache = (key, formats.csr_to_bsr_structure(self.crow_indices, self.col_indices,
                                                        (self.out_features, self.in_features), self.blocksize))
@@ -549,11 +564,11 @@ class SparseLinear(nn.Module):
         if (layout, blocksize) != (self.layout, self.blocksize):
             raise ValueError(f"checkpoint layer has layout={layout!r}, blocksize={blocksize} but this layer has "
                              f"layout={self.layout!r}, blocksize={self.blocksize}")
-        self.executor = _check_executor(state.get("executor"))
+        executor = _check_executor(state.get("executor"))
         chosen = state.get("chosen_executor")
         if chosen not in (None, "dense", self.layout):
             raise ValueError(f"checkpoint executor {chosen!r} is not 'dense' or {self.layout!r}")
-        self._pinned_choice = chosen
+        self.executor, self._pinned_choice = executor, chosen
 
     def _cached_transpose(self, x: torch.Tensor):
         """``(t_crow, t_col, t_perm)`` of the current structure when this call's backward will
@@ -591,6 +606,20 @@ class SparseLinear(nn.Module):
             try:
                 formats.validate_csr(crow, col, vals, (self.out_features, self.in_features),
                                      name=prefix + "weight")
+                extra = state_dict.get(prefix + "_extra_state")
+                if isinstance(extra, dict):  # refuse a layout mismatch before changing anything
+                    layout, blocksize = _check_layout(extra.get("layout", "csr"), extra.get("blocksize"),
+                                                      self.out_features, self.in_features)
+                    if (layout, blocksize) != (self.layout, self.blocksize):
+                        raise ValueError(f"{prefix}weight: checkpoint layer has layout={layout!r}, "
+                                         f"blocksize={blocksize} but this layer has layout={self.layout!r}, "
+                                         f"blocksize={self.blocksize}")
+                if self.layout == "bsr":
+                    mask = formats.csr_to_mask(crow, col, (self.out_features, self.in_features))
+                    bad = formats.first_partial_block(mask, self.blocksize)
+                    if bad is not None:
+                        raise ValueError(f"{prefix}weight: the checkpoint structure is not block-aligned for "
+                                         f"blocksize {self.blocksize} (block row {bad[0]}, col {bad[1]})")
             except ValueError as e:
                 error_msgs.append(str(e))
                 return
@@ -600,6 +629,8 @@ class SparseLinear(nn.Module):
             self.values.data = torch.empty_like(vals, device=self.values.device, dtype=self.values.dtype)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                       unexpected_keys, error_msgs)
+        if self.layout == "bsr" and not error_msgs:
+            self._bsr_structure()
 
 
 def sparse_layers(model: nn.Module) -> dict[str, SparseLinear]:

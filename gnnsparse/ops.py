@@ -310,7 +310,7 @@ def _register() -> None:
                          t_perm=None):
         torch._check(x.dim() == 2, lambda: f"csr_linear: expected x to be 2-D, got {tuple(x.shape)}")
         _same_device("csr_linear", x=x, crow_indices=crow_indices, col_indices=col_indices, values=values,
-                     bias=bias)
+                     bias=bias, t_crow=t_crow, t_col=t_col, t_perm=t_perm)
         _csr_fake_checks("csr_linear", crow_indices, col_indices, values, x.dtype, out_features)
         if bias is not None:
             torch._check(bias.dim() == 1 and bias.shape[0] == out_features and bias.dtype == x.dtype,

@@ -344,6 +344,10 @@ def _run_phase(model, task, optimizer, phase: _Phase, state: _RunState, gen: tor
                                  f"{loss.item()} (lower the learning rate)")
             loss.backward()
             optimizer.step()
+            # drop the step's graph before the mask update: a layer whose nnz changes (global
+            # drop-and-grow) gets values of a new shape, which a still-referenced graph would
+            # reject at the next backward
+            loss = loss.detach()
             extra = phase.after(state.step) if phase.after else 0
             seconds += time.perf_counter() - t0
             state.flops.add(phase.name, per_step + extra)

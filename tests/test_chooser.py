@@ -7,6 +7,8 @@ a busy 2-core machine. threads=1 also keeps OpenMP spin-waiting out of the timin
 from __future__ import annotations
 
 import json
+import os
+import stat
 import time
 import warnings
 
@@ -322,3 +324,28 @@ def test_bsr_plumbing_with_a_stand_in_kernel(monkeypatch):
     with pytest.warns(RuntimeWarning, match="output differs"):
         c = chooser.choose(32, 64, 0.25, layout="bsr", blocksize=8, **SMALL)
     assert c.executor == "dense" and "bsr" in c.failed
+
+
+def test_cache_path_that_is_not_a_regular_file_is_never_replaced(tmp_path, monkeypatch, measure_calls):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)  # reading would block, replacing would destroy it
+    monkeypatch.setenv("GNNSPARSE_CHOOSER_CACHE", str(fifo))
+    with pytest.warns(RuntimeWarning, match="not a regular file"):
+        c = chooser.choose(16, 16, 0.5, **SMALL)
+    assert c.reason == "measured"
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+
+
+@pytest.mark.parametrize("entry", [{"executor": "csr", "layout": {}}, {"executor": "csr", "layout": "csr",
+                                                                       "n_rows": float("inf")},
+                                   {"executor": ["csr"], "layout": "csr"}])
+def test_corrupt_cache_entry_is_ignored(tmp_path, measure_calls, entry):
+    c = chooser.choose(16, 16, 0.5, **SMALL)
+    path = chooser.cache_path()
+    data = json.loads(open(path).read())
+    data["entries"][c.key] = entry
+    with open(path, "w") as f:
+        json.dump(data, f)
+    chooser.clear_cache(memory_only=True)
+    again = chooser.choose(16, 16, 0.5, **SMALL)
+    assert again.reason == "measured" and len(measure_calls) == 2

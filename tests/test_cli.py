@@ -215,3 +215,11 @@ def test_blocksize_dividing_no_layer_is_a_clean_error(capsys):
     code, out, err = _run(["compare", "--no-progress", "--layout", "bsr", "--blocksize", "7", "--epochs", "1",
                            "--sparsity", "0.9"], capsys)
     assert code == 2 and "--blocksize 7 divides no sparsifiable layer" in err
+
+
+def test_global_drop_and_grow_moving_nnz_between_layers_trains(capsys):
+    # global scope moves connections between layers (their nnz changes) on every step
+    code, out, err = _run(["compare", "--dataset", "email-eu", "--sparsity", "0.9", "--epochs", "2", "--model", "gcn",
+                           "--pruning", "global", "--grow", "rigl", "--update-interval", "1", "--hidden", "32",
+                           "--no-progress", "--executor", "sparse"], capsys)
+    assert code == 0, err

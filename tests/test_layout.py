@@ -192,5 +192,42 @@ def test_auto_executor_uses_the_chooser_and_checkpoint_pins_it(monkeypatch):
     other(x)
     assert other.last_executor == "dense" and len(calls) == 1  # restored, not measured again
     bsr = SparseLinear(32, 16, sparsity=0.5, layout="bsr", blocksize=4)
-    with pytest.raises(ValueError, match="layout"):
+    before = bsr.state_dict()
+    with pytest.raises((RuntimeError, ValueError), match="layout"):
         bsr.load_state_dict(state)
+    for k, v in bsr.state_dict().items():  # nothing was half-loaded
+        assert k == "_extra_state" or torch.equal(v, before[k])
+    bsr(x)
+    # the overrides still win over a choice restored from a checkpoint
+    with chooser.override("sparse"):
+        other(x)
+        assert other.last_executor == "csr"
+    monkeypatch.setenv("GNNSPARSE_EXECUTOR", "sparse")
+    other(x)
+    assert other.last_executor == "csr"
+
+
+def test_bsr_layer_rejects_unaligned_checkpoint_without_extra_state():
+    a = SparseLinear(16, 16, sparsity=0.5)
+    b = SparseLinear(16, 16, sparsity=0.5, layout="bsr", blocksize=4)
+    sd = a.state_dict()
+    del sd["_extra_state"]
+    with pytest.raises(RuntimeError, match="not block-aligned"):
+        b.load_state_dict(sd, strict=False)
+    b(torch.randn(3, 16))
+
+
+def test_bsr_layer_torch_compile_fullgraph_matches_eager():
+    torch._dynamo.reset()
+    layer = SparseLinear(32, 16, sparsity=0.5, layout="bsr", blocksize=8, executor="sparse")
+    x = torch.randn(20, 32, requires_grad=True)
+    y_eager = layer(x)
+    y_comp = torch.compile(layer, fullgraph=True)(x)
+    torch.testing.assert_close(y_comp, y_eager)
+
+
+def test_numpy_integer_blocksize_is_accepted():
+    import numpy as np
+
+    layer = SparseLinear(32, 16, sparsity=0.5, layout="bsr", blocksize=np.int64(8))
+    assert layer.blocksize == 8 and type(layer.blocksize) is int

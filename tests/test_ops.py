@@ -588,3 +588,40 @@ def test_csr_linear_backward_fused_opcheck_and_bad_input():
         OPS.csr_linear_backward(gy, x, crow, col, values, t[0], t[1], bad, True, True, True)
     with pytest.raises(RuntimeError, match="dtype"):
         OPS.csr_linear_backward(gy.float(), x, crow, col, values, *t, True, True, True)
+
+
+# ------------------------------------------------------------------------------ regressions
+@pytest.mark.parametrize("out_f", [33, 36, 40])
+def test_streamed_output_with_unaligned_rows(out_f):
+    # outputs >= 8 MiB are streamed; rows whose width is not a multiple of 16 floats must fall
+    # back to plain stores (this used to crash with an unaligned streaming store)
+    crow, col, values = make_csr(out_f, 8, 0.5, torch.float32, seed=1)
+    x = torch.randn(60000, 8, generator=torch.Generator().manual_seed(0))
+    y = OPS.csr_linear(x, crow, col, values, None, out_f)
+    torch.testing.assert_close(y, reference.csr_linear(x, crow, col, values, None, out_f), **tol(torch.float32))
+    t = OPS.csr_transpose(crow, col, 8)
+    gy = torch.randn(60000, out_f, generator=torch.Generator().manual_seed(1))
+    crow2, col2, values2 = make_csr(8, out_f, 0.5, torch.float32, seed=2)
+    t2 = OPS.csr_transpose(crow2, col2, out_f)
+    xb = torch.randn(60000, out_f, generator=torch.Generator().manual_seed(2))
+    dx, _, _ = OPS.csr_linear_backward(torch.randn(60000, 8), xb, crow2, col2, values2, *t2, True, False, False)
+    assert dx.shape == (60000, out_f) and torch.isfinite(dx).all()
+    del t, gy
+
+
+def test_transpose_on_another_device_is_rejected():
+    crow, col, values = make_csr(8, 12, 0.5, seed=1)
+    t_crow, t_col, t_perm = OPS.csr_transpose(crow, col, 12)
+    x = torch.ones(3, 12, dtype=torch.float64)
+    with pytest.raises(RuntimeError, match="one device|device"):
+        OPS.csr_linear(x, crow, col, values, None, 8, t_crow.to("meta"), t_col, t_perm)
+
+
+def test_corrupt_t_crow_is_rejected_before_indexing():
+    crow, col, values = make_csr(8, 12, 0.5, seed=1)
+    t_crow, t_col, t_perm = OPS.csr_transpose(crow, col, 12)
+    bad = t_crow.clone()
+    bad[5] = 10 ** 9
+    x = torch.ones(3, 12, dtype=torch.float64)
+    with pytest.raises(RuntimeError, match="t_crow"):
+        OPS.csr_linear(x, crow, col, values, None, 8, bad, t_col, t_perm)

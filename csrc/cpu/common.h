@@ -432,25 +432,15 @@ GNNSPARSE_TARGET_AVX2 inline void store_tile_t_avx2<float>(const float* src, int
       __m256 r7 = _mm256_load_ps(s + 7 * kTile + j0);
       transpose8x8_ps(r0, r1, r2, r3, r4, r5, r6, r7);
       float* d = dst + j0 * ld + f;
-      if (stream) {
-        _mm256_stream_ps(d + 0 * ld, r0);
-        _mm256_stream_ps(d + 1 * ld, r1);
-        _mm256_stream_ps(d + 2 * ld, r2);
-        _mm256_stream_ps(d + 3 * ld, r3);
-        _mm256_stream_ps(d + 4 * ld, r4);
-        _mm256_stream_ps(d + 5 * ld, r5);
-        _mm256_stream_ps(d + 6 * ld, r6);
-        _mm256_stream_ps(d + 7 * ld, r7);
-      } else {
-        _mm256_storeu_ps(d + 0 * ld, r0);
-        _mm256_storeu_ps(d + 1 * ld, r1);
-        _mm256_storeu_ps(d + 2 * ld, r2);
-        _mm256_storeu_ps(d + 3 * ld, r3);
-        _mm256_storeu_ps(d + 4 * ld, r4);
-        _mm256_storeu_ps(d + 5 * ld, r5);
-        _mm256_storeu_ps(d + 6 * ld, r6);
-        _mm256_storeu_ps(d + 7 * ld, r7);
-      }
+      // (unaligned rows or a partial line: plain stores; streaming needs aligned full lines)
+      _mm256_storeu_ps(d + 0 * ld, r0);
+      _mm256_storeu_ps(d + 1 * ld, r1);
+      _mm256_storeu_ps(d + 2 * ld, r2);
+      _mm256_storeu_ps(d + 3 * ld, r3);
+      _mm256_storeu_ps(d + 4 * ld, r4);
+      _mm256_storeu_ps(d + 5 * ld, r5);
+      _mm256_storeu_ps(d + 6 * ld, r6);
+      _mm256_storeu_ps(d + 7 * ld, r7);
     }
   }
   for (int64_t j = 0; j < kTile; ++j) {

@@ -54,13 +54,16 @@ void check_csr_transpose(const char* op, const at::Tensor& crow, const at::Tenso
   const int64_t* tp = t_perm.data_ptr<int64_t>();
   TORCH_CHECK(tcr[0] == 0 && tcr[cols] == nnz, op,
               ": t_crow must start at 0 and end at nnz = ", nnz);
+  for (int64_t c = 0; c < cols; ++c) {  // bounds before any indexing with t_crow
+    TORCH_CHECK(tcr[c + 1] >= tcr[c] && tcr[c + 1] <= nnz, op,
+                ": t_crow must be non-decreasing and within [0, nnz] at ", c + 1);
+  }
   std::vector<int64_t> row_of(static_cast<size_t>(nnz));
   for (int64_t r = 0; r < rows; ++r) {
     for (int64_t p = cr[r]; p < cr[r + 1]; ++p) row_of[p] = r;
   }
   std::vector<char> seen(static_cast<size_t>(nnz), 0);
   for (int64_t c = 0; c < cols; ++c) {
-    TORCH_CHECK(tcr[c + 1] >= tcr[c], op, ": t_crow must be non-decreasing at ", c + 1);
     for (int64_t q = tcr[c]; q < tcr[c + 1]; ++q) {
       const int64_t p = tp[q];
       TORCH_CHECK(p >= 0 && p < nnz && !seen[p] && ci[p] == c && row_of[p] == tci[q], op,

@@ -67,9 +67,13 @@ class MagnitudePruner:
             if not 0.0 <= s < 1.0:
                 raise ValueError(f"target sparsity for {n} must be in [0, 1), got {s}")
         self.targets = dict(targets)
+        import numbers
+
         self.blocksize = 1 if blocksize is None else blocksize
-        if isinstance(self.blocksize, bool) or not isinstance(self.blocksize, int) or self.blocksize < 1:
+        if isinstance(self.blocksize, bool) or not isinstance(self.blocksize, numbers.Integral) \
+                or self.blocksize < 1:
             raise ValueError(f"blocksize must be an int >= 1 or None, got {blocksize!r}")
+        self.blocksize = int(self.blocksize)
         for n, m in self.layers.items():
             o, i = m.weight.shape
             if o % self.blocksize or i % self.blocksize:
