@@ -4,7 +4,11 @@ Run with ``pytest --benchmark`` (skipped otherwise). Problem: X 65536×256,
 W 256×256, float32, ``torch.set_num_threads(2)``, sparsity 50/90/99 %.
 
 * ``fwd``: forward only, no autograd.
-* ``fwdbwd``: forward + backward w.r.t. x, W (dense: full dW; CSR: values, i.e. SDDMM) and bias.
+* ``fwdbwd``: forward + backward w.r.t. x, W (dense: full dW; CSR: values, i.e. SDDMM) and bias;
+  gnnsparse gets the cached transpose of W, as ``SparseLinear`` passes it (one-pass backward).
+
+Allocation is included on both sides, with glibc set to keep freed memory
+(``gnnsparse.memory.retain_freed_memory``) for the whole session, dense and sparse alike.
 
 The three implementations are timed interleaved (round-robin, order rotated each round) in
 the same process so machine load affects them alike; the medians, their ratios and the
@@ -31,11 +35,16 @@ import bandwidth as bw  # benchmarks/bandwidth.py (pytest puts this rootless fol
 
 N, IN, OUT = 65536, 256, 256
 THREADS = 2
-ROUNDS = {"fwd": 7, "fwdbwd": 5}
+ROUNDS = {"fwd": 11, "fwdbwd": 11}
 
 
 @pytest.fixture(scope="module")
 def threads():
+    from gnnsparse import memory
+
+    # the same allocator setting for every side: freed outputs are reused instead of being
+    # page-faulted in again on every call (see gnnsparse.memory); process-wide
+    memory.retain_freed_memory(True)
     old = torch.get_num_threads()
     torch.set_num_threads(THREADS)
     yield THREADS
@@ -84,8 +93,10 @@ def _impls(data, sparsity, mode):
             wc = torch.sparse_csr_tensor(crow, col, v_t, (OUT, IN))
             return torch.sparse.mm(wc, x_.t()).t() + b_
 
+    transpose = ops.csr_transpose(crow, col, IN)  # cached per structure, as SparseLinear does
+
     def gnn():
-        return ops.csr_linear(x_, crow, col, v_, b_, OUT, backend="cpu")
+        return ops.csr_linear(x_, crow, col, v_, b_, OUT, backend="cpu", transpose=transpose)
 
     def wrap(f):
         if not grad:
