@@ -18,7 +18,7 @@ Methods:
   found: ``x @ W_csr.t()`` and ``torch.sparse.addmm`` were slower);
 * ``torch_bsr``: the same with a BSR weight, blocksize 16 (``unsupported`` if torch has no CPU
   kernel for it);
-* ``gnnsparse_csr``: ``gnnsparse.ops.csr_linear``;
+* ``gnnsparse_csr``: ``gnnsparse.ops.csr_linear`` with the cached transpose of W (as ``SparseLinear``);
 * ``gnnsparse_bsr``: ``gnnsparse.ops.bsr_linear(x, crow, col, values[nnzb, 16, 16], b, out)``
   (``not built`` if the op does not exist).
 
@@ -425,7 +425,9 @@ class Cell:
             ops = _gnn_ops()
             v = w["vals"].clone().requires_grad_(grad)
             crow, col = w["crow"], w["col"]
-            return (lambda: ops.csr_linear(x, crow, col, v, b, out_f, backend="cpu")), \
+            # the transpose of W cached per structure, as SparseLinear passes it (one-pass backward)
+            transpose = ops.csr_transpose(crow, col, in_f)
+            return (lambda: ops.csr_linear(x, crow, col, v, b, out_f, backend="cpu", transpose=transpose)), \
                 {"x": x, "v": v, "b": b}, "csr"
         if method == "gnnsparse_bsr":
             fn = _gnn_bsr()
