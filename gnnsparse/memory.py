@@ -49,8 +49,10 @@ def retain_freed_memory(enable: bool = True, trim_threshold: int = 1 << 30) -> b
     """Make glibc keep freed memory for reuse instead of unmapping it (process-wide).
 
     Args:
-        enable: True to switch on; False restores glibc's defaults (``M_MMAP_MAX`` 65536,
-            ``M_TRIM_THRESHOLD`` 128 KiB).
+        enable: True to switch on; False sets glibc's default values back (``M_MMAP_MAX``
+            65536, ``M_TRIM_THRESHOLD`` 128 KiB). glibc's *dynamic* mmap threshold stays off
+            once any of these was set, so large blocks are then always ``mmap``-ed (the behaviour
+            of a fresh process for blocks above 32 MiB).
         trim_threshold: bytes of free memory at the top of the heap that glibc keeps instead of
             returning them to the OS (default 1 GiB).
 
