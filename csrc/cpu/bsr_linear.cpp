@@ -251,11 +251,7 @@ at::Tensor bsr_linear_backward_input_cpu(const at::Tensor& grad_out,
                                          const at::Tensor& col_indices,
                                          const at::Tensor& values, int64_t in_features) {
   constexpr const char* op = "gnnsparse::bsr_linear_backward_input";
-  check_cpu(op, "grad_out", grad_out);
-  check_dim(op, "grad_out", grad_out, 2);
-  check_float_dtype(op, "grad_out", grad_out);
-  check_cpu(op, "values", values);
-  check_same_dtype(op, "values", values, "grad_out", grad_out);
+  check_grad_and_values(op, grad_out, values);
   const int64_t b = bsr::blocksize_of(op, values);
   const int64_t N = grad_out.size(0);
   const int64_t out_features = grad_out.size(1);

@@ -196,16 +196,7 @@ void bsr_sddmm_driver(const T* G, const T* X, int64_t N, int64_t ldg, int64_t ld
       }
     }
   }
-  if (nchunks > 1) {
-    // Fixed-order reduction over chunks, parallel over elements (each owned by one thread).
-    const int nt2 = num_threads_for(ceil_div(elems, 4096));
-#pragma omp parallel for schedule(static) num_threads(nt2)
-    for (int64_t e = 0; e < elems; ++e) {
-      T s = partial[e];
-      for (int64_t c = 1; c < nchunks; ++c) s += partial[c * elems + e];
-      out[e] = s;
-    }
-  }
+  if (nchunks > 1) reduce_chunks<T>(partial, nchunks, elems, 0, elems, out);
 }
 
 template <typename T>
@@ -238,15 +229,7 @@ at::Tensor bsr_sddmm_cpu(const at::Tensor& grad_out, const at::Tensor& x,
                          const at::Tensor& crow_indices, const at::Tensor& col_indices,
                          int64_t blocksize) {
   constexpr const char* op = "gnnsparse::bsr_sddmm";
-  check_cpu(op, "grad_out", grad_out);
-  check_cpu(op, "x", x);
-  check_dim(op, "grad_out", grad_out, 2);
-  check_dim(op, "x", x, 2);
-  check_float_dtype(op, "x", x);
-  check_same_dtype(op, "grad_out", grad_out, "x", x);
-  TORCH_CHECK(grad_out.size(0) == x.size(0), op,
-              ": expected grad_out and x to have the same number of rows (nodes), got grad_out ",
-              grad_out.sizes(), " and x ", x.sizes());
+  check_grad_and_input(op, grad_out, x);
   const int64_t N = x.size(0);
   const int64_t in_features = x.size(1);
   const int64_t out_features = grad_out.size(1);

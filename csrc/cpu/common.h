@@ -158,6 +158,21 @@ inline int num_threads_for(int64_t work_items) {
   return static_cast<int>(std::max<int64_t>(t, 1));
 }
 
+// out[e] = sum over chunks k = 0..nchunks-1 of partial[k * stride + offset + e], e < count,
+// added in chunk order (the fixed order that makes reductions thread-count independent);
+// parallel over e, each element owned by one thread.
+template <typename T>
+void reduce_chunks(const T* partial, int64_t nchunks, int64_t stride, int64_t offset,
+                   int64_t count, T* out) {
+  const int nt = num_threads_for(ceil_div(count, 4096));
+#pragma omp parallel for schedule(static) num_threads(nt)
+  for (int64_t e = 0; e < count; ++e) {
+    T s = partial[offset + e];
+    for (int64_t k = 1; k < nchunks; ++k) s += partial[k * stride + offset + e];
+    out[e] = s;
+  }
+}
+
 // ---------------------------------------------------------------------------
 // Validation helpers (messages name the op, the argument and expected/actual).
 inline void check_cpu(const char* op, const char* name, const at::Tensor& t) {
@@ -180,6 +195,30 @@ inline void check_same_dtype(const char* op, const char* name, const at::Tensor&
   TORCH_CHECK(t.scalar_type() == ref.scalar_type(), op, ": expected ", name,
               " to have dtype ", ref.scalar_type(), " (same as ", ref_name, "), got ",
               t.scalar_type());
+}
+
+// The (grad_out [N, out], x [N, in]) pair of a weight-gradient op: CPU, 2-D, one float dtype,
+// the same number of rows.
+inline void check_grad_and_input(const char* op, const at::Tensor& grad_out, const at::Tensor& x) {
+  check_cpu(op, "grad_out", grad_out);
+  check_cpu(op, "x", x);
+  check_dim(op, "grad_out", grad_out, 2);
+  check_dim(op, "x", x, 2);
+  check_float_dtype(op, "x", x);
+  check_same_dtype(op, "grad_out", grad_out, "x", x);
+  TORCH_CHECK(grad_out.size(0) == x.size(0), op,
+              ": expected grad_out and x to have the same number of rows (nodes), got grad_out ",
+              grad_out.sizes(), " and x ", x.sizes());
+}
+
+// The (grad_out [N, out], values) pair of an input-gradient op: CPU, 2-D grad_out, one float dtype.
+inline void check_grad_and_values(const char* op, const at::Tensor& grad_out,
+                                  const at::Tensor& values) {
+  check_cpu(op, "grad_out", grad_out);
+  check_dim(op, "grad_out", grad_out, 2);
+  check_float_dtype(op, "grad_out", grad_out);
+  check_cpu(op, "values", values);
+  check_same_dtype(op, "values", values, "grad_out", grad_out);
 }
 
 // Validates a CSR structure of a [rows, cols] matrix:

@@ -139,20 +139,8 @@ void backward_driver(const T* G, const T* X, int64_t N, int64_t rows, int64_t co
 #endif
   }
   // fixed-order reduction over chunks
-  if (part_elems > 0) {
-    const T* P = partial.get();
-    const int nt2 = num_threads_for(ceil_div(part_elems, 4096));
-#pragma omp parallel for schedule(static) num_threads(nt2)
-    for (int64_t e = 0; e < part_elems; ++e) {
-      T s = P[e];
-      for (int64_t k = 1; k < nchunks; ++k) s += P[k * part_elems + e];
-      if (need_v && e < nnz) {
-        dV[e] = s;
-      } else {
-        dB[e - (need_v ? nnz : 0)] = s;
-      }
-    }
-  }
+  if (need_v) reduce_chunks<T>(partial.get(), nchunks, part_elems, 0, nnz, dV);
+  if (need_b) reduce_chunks<T>(partial.get(), nchunks, part_elems, need_v ? nnz : 0, rows, dB);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> csr_linear_backward_cpu(
@@ -161,17 +149,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> csr_linear_backward_cpu(
     const at::Tensor& t_col, const at::Tensor& t_perm, bool need_x, bool need_values,
     bool need_bias) {
   constexpr const char* op = "gnnsparse::csr_linear_backward";
-  check_cpu(op, "grad_out", grad_out);
-  check_cpu(op, "x", x);
-  check_dim(op, "grad_out", grad_out, 2);
-  check_dim(op, "x", x, 2);
-  check_float_dtype(op, "x", x);
-  check_same_dtype(op, "grad_out", grad_out, "x", x);
-  check_cpu(op, "values", values);
-  check_same_dtype(op, "values", values, "x", x);
-  TORCH_CHECK(grad_out.size(0) == x.size(0), op,
-              ": expected grad_out and x to have the same number of rows (nodes), got grad_out ",
-              grad_out.sizes(), " and x ", x.sizes());
+  check_grad_and_input(op, grad_out, x);
+  check_grad_and_values(op, grad_out, values);
   const int64_t N = x.size(0);
   const int64_t in_f = x.size(1);
   const int64_t out_f = grad_out.size(1);

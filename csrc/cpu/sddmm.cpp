@@ -59,30 +59,13 @@ void sddmm_driver(const T* G, const T* X, int64_t N, int64_t rows, int64_t cols,
       }
     }
   }
-  if (nchunks > 1) {
-    // Fixed-order reduction over chunks, parallel over p (each p owned by one thread).
-    const int nt2 = num_threads_for(ceil_div(nnz, 4096));
-#pragma omp parallel for schedule(static) num_threads(nt2)
-    for (int64_t p = 0; p < nnz; ++p) {
-      T s = partial[p];
-      for (int64_t k = 1; k < nchunks; ++k) s += partial[k * nnz + p];
-      out[p] = s;
-    }
-  }
+  if (nchunks > 1) reduce_chunks<T>(partial, nchunks, nnz, 0, nnz, out);
 }
 
 at::Tensor csr_sddmm_cpu(const at::Tensor& grad_out, const at::Tensor& x,
                          const at::Tensor& crow_indices, const at::Tensor& col_indices) {
   constexpr const char* op = "gnnsparse::csr_sddmm";
-  check_cpu(op, "grad_out", grad_out);
-  check_cpu(op, "x", x);
-  check_dim(op, "grad_out", grad_out, 2);
-  check_dim(op, "x", x, 2);
-  check_float_dtype(op, "x", x);
-  check_same_dtype(op, "grad_out", grad_out, "x", x);
-  TORCH_CHECK(grad_out.size(0) == x.size(0), op,
-              ": expected grad_out and x to have the same number of rows (nodes), got grad_out ",
-              grad_out.sizes(), " and x ", x.sizes());
+  check_grad_and_input(op, grad_out, x);
   const int64_t N = x.size(0);
   const int64_t in_features = x.size(1);
   const int64_t out_features = grad_out.size(1);
