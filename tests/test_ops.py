@@ -625,3 +625,17 @@ def test_corrupt_t_crow_is_rejected_before_indexing():
     x = torch.ones(3, 12, dtype=torch.float64)
     with pytest.raises(RuntimeError, match="t_crow"):
         OPS.csr_linear(x, crow, col, values, None, 8, bad, t_col, t_perm)
+
+
+@pytest.mark.skipif(not _cpu_has_avx512f(), reason="CPU has no AVX-512F")
+def test_avx512_and_avx2_sddmm_agree(monkeypatch):
+    crow, col, values = make_csr(48, 64, 0.4, torch.float32, seed=5)
+    g = torch.Generator().manual_seed(3)
+    x, gy = torch.randn(1000, 64, generator=g), torch.randn(1000, 48, generator=g)
+    monkeypatch.setenv("GNNSPARSE_CPU_ISA", "avx512")
+    d512 = OPS.csr_sddmm(gy, x, crow, col)
+    monkeypatch.setenv("GNNSPARSE_CPU_ISA", "avx2")
+    d256 = OPS.csr_sddmm(gy, x, crow, col)
+    ref = reference.csr_sddmm(gy, x, crow, col)
+    torch.testing.assert_close(d512, ref, rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(d256, ref, rtol=1e-4, atol=1e-3)

@@ -89,7 +89,11 @@ void backward_driver(const T* G, const T* X, int64_t N, int64_t rows, int64_t co
           load_tile_t_avx2<T>(G + n0 * rows, rows, nr, rows, gt);
           if (need_v) {
             load_tile_t_avx2<T>(X + n0 * cols, cols, nr, cols, xt);
-            sddmm_tile_avx2<T>(gt, xt, crow, col, rows, part_v);
+            if (use512) {
+              sddmm_tile_avx512<T>(gt, xt, crow, col, rows, part_v);
+            } else {
+              sddmm_tile_avx2<T>(gt, xt, crow, col, rows, part_v);
+            }
           }
           if (need_x) {
             // prefetch the next dY tile into L2 while computing this dX tile

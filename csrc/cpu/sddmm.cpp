@@ -28,6 +28,7 @@ void sddmm_driver(const T* G, const T* X, int64_t N, int64_t rows, int64_t cols,
   AlignedBuffer<T> partial_buf(nchunks > 1 ? nchunks * nnz : 1);
   T* partial = nchunks > 1 ? partial_buf.get() : out;
   const int nt = num_threads_for(nchunks);
+  const bool use512 = kAvx2 && avx512_enabled();
   const int64_t gt_elems = tile_buffer_elems(rows);
   const int64_t xt_elems = tile_buffer_elems(cols);
   const int64_t per_thread = gt_elems + xt_elems;
@@ -49,7 +50,11 @@ void sddmm_driver(const T* G, const T* X, int64_t N, int64_t rows, int64_t cols,
 #if GNNSPARSE_HAVE_AVX2_PATH
           load_tile_t_avx2<T>(G + n0 * rows, rows, nr, rows, gt);
           load_tile_t_avx2<T>(X + n0 * cols, cols, nr, cols, xt);
-          sddmm_tile_avx2<T>(gt, xt, crow, col, rows, part);
+          if (use512) {
+            sddmm_tile_avx512<T>(gt, xt, crow, col, rows, part);
+          } else {
+            sddmm_tile_avx2<T>(gt, xt, crow, col, rows, part);
+          }
 #endif
         } else {
           load_tile_t_generic<T>(G + n0 * rows, rows, nr, rows, gt);
