@@ -65,6 +65,7 @@ and a table on stdout.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import datetime as _dt
 import gc
@@ -263,12 +264,10 @@ def set_allocator(default: bool) -> dict:
 
 
 def _cpu_model() -> str:
-    try:
+    with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
     return platform.processor() or platform.machine()
 
 
@@ -285,12 +284,10 @@ def _cache_sizes() -> dict:
 
 
 def _mem_available_bytes() -> int | None:
-    try:
+    with contextlib.suppress(OSError, ValueError, IndexError):
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemAvailable:"):
                 return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
     return None
 
 
@@ -600,10 +597,8 @@ def write_json_atomic(path: Path, obj) -> None:
             f.write("\n")
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
-        except OSError:
-            pass
         raise
 
 
@@ -758,10 +753,8 @@ def plot(results: dict, path: Path) -> None:
         fig.savefig(tmp, dpi=110)
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
-        except OSError:
-            pass
         raise
     finally:
         plt.close(fig)

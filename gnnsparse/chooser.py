@@ -271,14 +271,12 @@ _fingerprints: dict[str, str] = {}
 def _cpu_model() -> str:
     if "cpu" not in _fingerprints:
         model = ""
-        try:
+        with contextlib.suppress(OSError):  # no /proc: fall back to platform below
             with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
                 for line in f:
                     if line.lower().startswith(("model name", "hardware", "cpu model")):
                         model = line.split(":", 1)[1].strip()
                         break
-        except OSError:
-            pass
         _fingerprints["cpu"] = " ".join((model or platform.processor() or platform.machine() or "unknown").split())
     return _fingerprints["cpu"]
 
@@ -287,7 +285,7 @@ def _ext_fingerprint() -> str:
     """Short hash of the compiled extension file, so a rebuilt kernel is measured afresh."""
     if "ext" not in _fingerprints:
         fp = "none"
-        try:
+        with contextlib.suppress(OSError, ImportError, ValueError):  # unknown build: "none"
             import importlib.util
 
             spec = importlib.util.find_spec("gnnsparse._C")
@@ -297,8 +295,6 @@ def _ext_fingerprint() -> str:
                     for chunk in iter(lambda: f.read(1 << 20), b""):
                         h.update(chunk)
                 fp = h.hexdigest()[:12]
-        except (OSError, ImportError, ValueError):
-            pass
         _fingerprints["ext"] = fp
     return _fingerprints["ext"]
 
