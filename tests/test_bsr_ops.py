@@ -12,38 +12,16 @@ from hypothesis import given, settings, strategies as st
 
 from gnnsparse import _ext, formats, ops, reference
 
-try:
-    _ext.load()
-    _LOAD_ERROR = None
-except ImportError as e:  # reported as a failure of every test below, not a skip
-    _LOAD_ERROR = e
+from kernel_support import ISAS, cpu_has_avx2_fma as _cpu_has_avx2_fma, require_extension  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
 def _require_extension():
-    if _LOAD_ERROR is not None:
-        pytest.fail(str(_LOAD_ERROR))
+    require_extension()
 
 
 OPS = torch.ops.gnnsparse
 BLOCKS = [1, 2, 4, 8, 16, 32]
-
-
-def _cpu_flags() -> list[str]:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next((line for line in f if line.startswith("flags")), "").split()
-    except OSError:
-        return []
-
-
-def _cpu_has_avx2_fma() -> bool:
-    flags = _cpu_flags()
-    return "avx2" in flags and "fma" in flags
-
-
-# "auto" runs the AVX-512 forward/dX kernels where the CPU has AVX-512F, "avx2" pins them to AVX2.
-ISAS = ["auto", "generic"] + (["avx2"] if _cpu_has_avx2_fma() else [])
 
 
 def make_bsr(out_f, in_f, b, density, dtype=torch.float64, seed=0, empty_block_rows=()):

@@ -12,40 +12,16 @@ from hypothesis import given, settings, strategies as st
 
 from gnnsparse import _ext, ops, reference
 
-try:
-    _ext.load()
-    _LOAD_ERROR = None
-except ImportError as e:  # reported as a failure of every test below, not a skip
-    _LOAD_ERROR = e
+from kernel_support import ISAS, require_extension  # noqa: E402
+from kernel_support import cpu_has_avx2_fma as _cpu_has_avx2_fma, cpu_has_avx512f as _cpu_has_avx512f  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
 def _require_extension():
-    if _LOAD_ERROR is not None:
-        pytest.fail(str(_LOAD_ERROR))
+    require_extension()
 
 
 OPS = torch.ops.gnnsparse
-def _cpu_flags() -> set:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return set(next((line for line in f if line.startswith("flags")), "").split())
-    except OSError:
-        return set()
-
-
-def _cpu_has_avx2_fma() -> bool:
-    return {"avx2", "fma"} <= _cpu_flags()
-
-
-def _cpu_has_avx512f() -> bool:
-    return {"avx512f", "avx2", "fma"} <= _cpu_flags()
-
-
-# "auto" runs the AVX-512 kernels where the CPU has them; "avx2" then covers the AVX2 ones.
-ISAS = ["auto", "generic"] + (["avx2"] if _cpu_has_avx512f() else [])
-
-
 def make_csr(out_f, in_f, density, dtype=torch.float64, seed=0, empty_rows=()):
     """Random CSR (sorted unique columns per row) with the given density; rows in
     ``empty_rows`` store nothing."""
