@@ -488,7 +488,8 @@ class SparseLinear(nn.Module):
         """Resolve the executor for CPU inputs now (runs the chooser's measurement if it is not
         cached), so that it does not happen inside a timed or FLOP-counted first step. Returns
         ``"dense"``, ``"csr"`` or ``"bsr"``."""
-        return self._resolve_executor(torch.empty(0, self.in_features, dtype=self.values.dtype))
+        return self._resolve_executor(torch.empty(0, self.in_features, dtype=self.values.dtype,
+                                                  device=self.values.device))
 
     def _resolve_executor(self, x: torch.Tensor) -> str:
         """``"dense"``, ``"csr"`` or ``"bsr"`` for this call (see :attr:`executor`)."""
