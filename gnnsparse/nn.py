@@ -544,6 +544,9 @@ class SparseLinear(nn.Module):
         cache = getattr(self, "_bsr_cache", None)
         if torch.compiler.is_compiling() and cache is not None:
             return cache[1]  # kept current eagerly (set_csr, load_state_dict, __init__)
+        if self.crow_indices.device.type == "meta":
+            raise ValueError("SparseLinear(layout='bsr'): the layer is on the meta device (no structure to "
+                             "compute with); move it to a real device first")
         key = self._structure_key()
         if cache is None or cache[0] != key:
             cache = (key, formats.csr_to_bsr_structure(self.crow_indices, self.col_indices,
