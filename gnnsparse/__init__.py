@@ -18,7 +18,7 @@ if _os.environ.get("GNNSPARSE_RETAIN_MEMORY", "").strip():
     except ValueError as _e:  # a bad value: say so, keep glibc's defaults
         import warnings as _warnings
 
-        _warnings.warn(f"{_e}; ignored", RuntimeWarning, stacklevel=2)
+        _warnings.warn(f"{_e}; the allocator setting was not applied", RuntimeWarning, stacklevel=2)
 
 __all__ = ["SparseLinear", "sparsify", "sparse_layers", "__version__"]
 

@@ -117,14 +117,15 @@ def env_setting(default: bool) -> bool:
     Raises:
         ValueError: any other value (the message names the variable and the valid values).
     """
-    raw = os.environ.get("GNNSPARSE_RETAIN_MEMORY", "").strip().lower()
+    given = os.environ.get("GNNSPARSE_RETAIN_MEMORY", "").strip()
+    raw = given.lower()
     if not raw:
         return default
     if raw in ("1", "true", "yes", "on"):
         return True
     if raw in ("0", "false", "no", "off"):
         return False
-    raise ValueError(f"GNNSPARSE_RETAIN_MEMORY={raw!r} is not one of 1/true/yes/on or 0/false/no/off")
+    raise ValueError(f"GNNSPARSE_RETAIN_MEMORY={given!r} is not one of 1/true/yes/on or 0/false/no/off")
 
 
 if env_setting(False):

@@ -194,7 +194,8 @@ class SparseLinear(nn.Module):
             variable ``GNNSPARSE_EXECUTOR=dense|sparse`` overrides it); ``"sparse"``: always the
             layout's sparse kernel; ``"dense"``: ``F.linear`` with the dense weight built from
             ``values`` (dense FLOPs). The executor of the last forward is ``last_executor``; the
-            choice is saved in ``state_dict`` (extra state) and restored with it.
+            measured choice is saved in ``state_dict`` (extra state) and restored with it (it
+            applies while the layer's executor is ``"auto"`` and no override is set).
 
     Attributes:
         values (Parameter): ``[nnz]`` stored weights, row-major (CSR order).
@@ -568,11 +569,11 @@ class SparseLinear(nn.Module):
         if (layout, blocksize) != (self.layout, self.blocksize):
             raise ValueError(f"checkpoint layer has layout={layout!r}, blocksize={blocksize} but this layer has "
                              f"layout={self.layout!r}, blocksize={self.blocksize}")
-        executor = _check_executor(state.get("executor"))
+        _check_executor(state.get("executor"))  # validated; the layer keeps its own executor mode
         chosen = state.get("chosen_executor")
         if chosen not in (None, "dense", self.layout):
             raise ValueError(f"checkpoint executor {chosen!r} is not 'dense' or {self.layout!r}")
-        self.executor, self._pinned_choice = executor, chosen
+        self._pinned_choice = chosen
 
     def _cached_transpose(self, x: torch.Tensor):
         """``(t_crow, t_col, t_perm)`` of the current structure when this call's backward will

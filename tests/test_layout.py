@@ -231,3 +231,13 @@ def test_numpy_integer_blocksize_is_accepted():
 
     layer = SparseLinear(32, 16, sparsity=0.5, layout="bsr", blocksize=np.int64(8))
     assert layer.blocksize == 8 and type(layer.blocksize) is int
+
+
+def test_explicit_executor_wins_over_a_restored_choice():
+    src = SparseLinear(32, 64, sparsity=0.9)
+    sd = src.state_dict()
+    sd["_extra_state"] = dict(sd["_extra_state"], chosen_executor="dense")
+    layer = SparseLinear(32, 64, sparsity=0.9, executor="sparse")
+    layer.load_state_dict(sd)
+    layer(torch.randn(8, 32))
+    assert (layer.executor, layer.last_executor) == ("sparse", "csr")

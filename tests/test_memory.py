@@ -53,6 +53,6 @@ def test_env_setting_values(monkeypatch, value, expected):
 def test_env_setting_bad_value_is_a_clean_cli_error(monkeypatch, capsys):
     from gnnsparse.cli import main
 
-    monkeypatch.setenv("GNNSPARSE_RETAIN_MEMORY", "maybe")
+    monkeypatch.setenv("GNNSPARSE_RETAIN_MEMORY", "Maybe")
     assert main(["datasets"]) == 2
-    assert "GNNSPARSE_RETAIN_MEMORY='maybe'" in capsys.readouterr().err
+    assert "GNNSPARSE_RETAIN_MEMORY='Maybe'" in capsys.readouterr().err
