@@ -415,9 +415,8 @@ def clear_cache(memory_only: bool = False) -> None:
         if not memory_only:
             path = cache_path()
             try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
+                if os.path.lexists(path):
+                    os.unlink(path)
             except OSError as e:
                 warnings.warn(f"gnnsparse chooser: cannot remove the cache {path} ({e})", RuntimeWarning,
                               stacklevel=2)
