@@ -18,6 +18,18 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # dense-vs-sparse choice (GNNSPARSE_EXECUTOR=auto, the library default) has its own tests.
 os.environ.setdefault("GNNSPARSE_EXECUTOR", "sparse")
 
+
+def _has_cuda_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+# Triton kernels run in Triton's CPU interpreter where there is no GPU (CI); it must be chosen
+# before triton is imported. On a GPU machine they are compiled.
+if not _has_cuda_gpu():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 _ROOT = Path(__file__).resolve().parent
 
 

@@ -1,17 +1,24 @@
-"""Loader for the compiled extension ``gnnsparse._C``.
+"""Loader for the compiled extensions ``gnnsparse._C`` and ``gnnsparse._C_cuda``.
 
 Importing ``gnnsparse._C`` (a plain shared library with a minimal module init)
 runs its static initialisers, which register the ``torch.ops.gnnsparse.*``
-operator schemas and their CPU kernels.
+operator schemas and their CPU kernels. ``gnnsparse._C_cuda``, built when the CUDA
+toolkit was found (``GNNSPARSE_CUDA``, see setup.py), registers the CUDA kernels of the
+same ops; it is loaded right after ``_C`` when present. Loading it needs no GPU.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 
 import torch
 
-__all__ = ["load", "available"]
+__all__ = ["load", "available", "cuda_built", "cuda_error", "CUDA_OPS"]
+
+#: The ops that have a CUDA kernel when ``gnnsparse._C_cuda`` is built.
+CUDA_OPS = ("csr_linear", "csr_transpose", "csr_linear_backward_input", "csr_linear_backward", "csr_sddmm",
+            "bias_grad", "bsr_linear", "bsr_linear_backward_input", "bsr_sddmm")
 
 _BUILD_HINT = (
     "gnnsparse's C++ extension (gnnsparse._C) is not built or failed to load. Build it from the "
@@ -20,6 +27,8 @@ _BUILD_HINT = (
 
 _loaded = False
 _error: BaseException | None = None
+_cuda_loaded = False
+_cuda_error: BaseException | None = None
 
 
 def load() -> None:
@@ -40,6 +49,7 @@ def load() -> None:
             _error = e
         else:
             _loaded = True
+            _load_cuda()
             return
     raise ImportError(f"{_BUILD_HINT} (original error: {_error})") from _error
 
@@ -55,3 +65,32 @@ def available() -> bool:
     except ImportError:
         return False
     return True
+
+
+def _load_cuda() -> None:
+    global _cuda_loaded, _cuda_error
+    spec = importlib.util.find_spec("gnnsparse._C_cuda")
+    if spec is None:
+        _cuda_error = ImportError("gnnsparse._C_cuda is not built (no CUDA toolkit at build time, or "
+                                  "GNNSPARSE_CUDA=0); rebuild with GNNSPARSE_CUDA=1")
+        return
+    try:
+        importlib.import_module("gnnsparse._C_cuda")
+    except (ImportError, OSError) as e:  # e.g. a CUDA runtime the loader cannot find
+        _cuda_error = e
+    else:
+        _cuda_loaded = True
+
+
+def cuda_built() -> bool:
+    """True if the CUDA kernels (``gnnsparse._C_cuda``) are built and loaded (no GPU needed)."""
+    return available() and _cuda_loaded
+
+
+def cuda_error() -> str:
+    """Why the CUDA kernels are not available ('' when they are)."""
+    if cuda_built():
+        return ""
+    if not available():
+        return str(_error)
+    return str(_cuda_error)

@@ -179,9 +179,13 @@ class SparseLinear(nn.Module):
         sparsity: fraction of zero weights in ``[0, 1)``; ``nnz = round((1 - sparsity) * numel)``
             positions are chosen uniformly at random (``generator``) unless ``mask`` is given.
         mask: optional bool ``[out_features, in_features]`` of stored positions (overrides ``sparsity``).
-        backend: ``None`` (auto), ``"cpu"`` or ``"torch"``; see :func:`gnnsparse.ops.resolve_backend`.
+        backend: ``None`` (auto: by the input's device, or ``GNNSPARSE_BACKEND``), ``"cpu"`` (C++
+            kernels), ``"cuda"`` (CUDA kernels), ``"triton"`` (Triton kernels; CPU tensors under
+            ``TRITON_INTERPRET=1``) or ``"torch"`` (reference); see
+            :func:`gnnsparse.ops.resolve_backend`. The backend in use shows in ``repr``.
         generator: ``torch.Generator`` for the random structure.
-        device, dtype: as for ``nn.Linear`` (float32 or float64).
+        device, dtype: as for ``nn.Linear``: float32 or float64 on every backend; float16 and
+            bfloat16 on the ``"cuda"``, ``"triton"`` and ``"torch"`` backends.
         layout: ``"csr"`` (any structure) or ``"bsr"``: whole ``blocksize × blocksize`` blocks are
             stored or not (a random structure draws blocks; a mask must be block-aligned) and the
             forward runs the block-sparse kernel ``gnnsparse.ops.bsr_linear``. Values are kept in
@@ -233,8 +237,8 @@ class SparseLinear(nn.Module):
         self._choice = None  # (key, gnnsparse.chooser.Choice) of the last forward
         self.last_executor = None  # "dense", "csr" or "bsr": what the last forward ran
         dtype = dtype or torch.get_default_dtype()
-        if dtype not in (torch.float32, torch.float64):
-            raise TypeError(f"SparseLinear supports float32 and float64 values, got {dtype}")
+        if dtype not in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
+            raise TypeError(f"SparseLinear supports float32, float64, float16 and bfloat16 values, got {dtype}")
         if mask is None:
             # draw nnz random positions directly: memory scales with nnz, not out * in
             sparsity = _check_sparsity(sparsity)
@@ -577,11 +581,11 @@ class SparseLinear(nn.Module):
 
     def _cached_transpose(self, x: torch.Tensor):
         """``(t_crow, t_col, t_perm)`` of the current structure when this call's backward will
-        need ``dX`` on the C++ backend, else None. Rebuilt (in C++) only when the structure
+        need ``dX`` on a kernel backend (``cpu``, ``cuda``, ``triton``), else None. Rebuilt (in C++) only when the structure
         changed: ``set_csr``/``set_mask``/``load_state_dict`` or an in-place write to the index
         buffers (tracked through the tensors' version counters)."""
         if (not torch.is_grad_enabled() or not x.requires_grad or torch.compiler.is_compiling()
-                or ops.resolve_backend(self.backend, x.device) != "cpu"):
+                or ops.resolve_backend(self.backend, x.device) == "torch"):
             return None
         crow, col = self.crow_indices, self.col_indices
         key = self._structure_key()

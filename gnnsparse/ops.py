@@ -57,9 +57,9 @@ __all__ = [
     "VALID_BACKENDS",
 ]
 
-#: Backends built in this version.
-VALID_BACKENDS = ("cpu", "torch")
-_FUTURE_BACKENDS = ("cuda", "triton")
+#: Backend names: the C++ kernels on CPU tensors, the CUDA kernels, the Triton kernels, and the
+#: pure-torch reference.
+VALID_BACKENDS = ("cpu", "cuda", "triton", "torch")
 
 def csr_linear_flops(n: int, nnz: int, out_features: int, bias: bool) -> int:
     """FLOPs of one ``csr_linear`` forward: ``2·n·nnz`` (one multiply-add per stored weight and row).
@@ -71,28 +71,44 @@ def csr_linear_flops(n: int, nnz: int, out_features: int, bias: bool) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
-# Backend selection
+# Backend selection: the one place that maps (device, override) to kernels
 def check_backend(backend: str) -> str:
     """Validate a backend name and return it.
 
     Raises:
-        ValueError: not one of :data:`VALID_BACKENDS` (``"cuda"``/``"triton"`` are not built in
-            this version).
+        ValueError: not one of :data:`VALID_BACKENDS`.
     """
     if backend in VALID_BACKENDS:
         return backend
     valid = ", ".join(repr(b) for b in VALID_BACKENDS)
-    if backend in _FUTURE_BACKENDS:
-        raise ValueError(f"backend {backend!r} is not built in this version; valid backends: {valid}")
     raise ValueError(f"unknown backend {backend!r}; valid backends: {valid}")
+
+
+def triton_interpreting() -> bool:
+    """True when Triton kernels run in Triton's CPU interpreter (``TRITON_INTERPRET=1``)."""
+    return os.environ.get("TRITON_INTERPRET", "") == "1"
+
+
+def triton_available() -> bool:
+    """True if the ``triton`` package can be imported."""
+    import importlib.util
+
+    return importlib.util.find_spec("triton") is not None
 
 
 def resolve_backend(backend: str | None = None, device: torch.device | str | None = None) -> str:
     """Pick the backend for tensors on ``device``.
 
     ``backend`` if given, else the environment variable ``GNNSPARSE_BACKEND`` if set and
-    non-empty, else ``"cpu"`` when the extension is available and ``device`` is a CPU device
-    (``None`` means CPU), else ``"torch"``.
+    non-empty, else by device (``None`` means CPU):
+
+    * CPU: ``"cpu"`` when the C++ extension is built, else ``"torch"``;
+    * CUDA: ``"cuda"`` when the CUDA kernels are built (``gnnsparse._C_cuda``), else
+      ``"triton"`` when triton is installed, else ``"torch"``;
+    * anything else (``meta``, ``mps``...): ``"torch"``.
+
+    Whether the chosen backend can run on the device is checked when an op runs
+    (:func:`check_backend_device`).
 
     Raises:
         ValueError: invalid backend name (see :func:`check_backend`).
@@ -104,7 +120,211 @@ def resolve_backend(backend: str | None = None, device: torch.device | str | Non
     dev_type = "cpu" if device is None else torch.device(device).type
     if dev_type == "cpu" and _ext.available():
         return "cpu"
+    if dev_type == "cuda":
+        if _ext.cuda_built():
+            return "cuda"
+        if triton_available():
+            return "triton"
     return "torch"
+
+
+def check_backend_device(name: str, device: torch.device, dtype: torch.dtype | None = None) -> None:
+    """Raise a clear error if backend ``name`` cannot run on ``device`` (and ``dtype``).
+
+    * ``"cpu"``: CPU tensors, float32/float64, the C++ extension built;
+    * ``"cuda"``: CUDA tensors, the CUDA kernels built (``GNNSPARSE_CUDA``; see setup.py);
+    * ``"triton"``: triton installed; CUDA tensors, or CPU tensors under ``TRITON_INTERPRET=1``
+      (set before triton is imported); float32/float16/bfloat16;
+    * ``"torch"``: any device and dtype.
+
+    Raises:
+        RuntimeError: the device or dtype does not fit the backend.
+        ImportError: the backend's extension or package is missing (message says how to get it).
+    """
+    dev = torch.device(device)
+    if name == "cpu":
+        if dev.type != "cpu":
+            raise RuntimeError(f"backend 'cpu' runs on CPU tensors, got tensors on {dev}; use backend='cuda', "
+                               f"'triton' or 'torch' (or leave it unset to choose by device)")
+        if dtype is not None and dtype not in (torch.float32, torch.float64):
+            raise RuntimeError(f"backend 'cpu' supports float32 and float64, got {dtype}; use backend='torch' "
+                               f"for other dtypes on CPU")
+        _ext.load()
+    elif name == "cuda":
+        if dev.type != "cuda":
+            raise RuntimeError(f"backend 'cuda' runs on CUDA tensors, got tensors on {dev}")
+        if not _ext.cuda_built():
+            raise ImportError(f"backend 'cuda': gnnsparse's CUDA kernels are not available ({_ext.cuda_error()})")
+    elif name == "triton":
+        if not triton_available():
+            raise ImportError("backend 'triton' needs the triton package (pip install triton)")
+        if dev.type != "cuda" and not (dev.type == "cpu" and triton_interpreting()):
+            raise RuntimeError(f"backend 'triton' runs on CUDA tensors, or on CPU tensors with TRITON_INTERPRET=1 "
+                               f"set before triton is imported; got tensors on {dev}")
+        if dtype is not None and dtype not in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
+            raise RuntimeError(f"backend 'triton' supports float32, float16 and bfloat16, got {dtype}")
+
+
+def op_namespace(name: str):
+    """The ``torch.ops`` namespace that runs backend ``name`` (``"cpu"``/``"cuda"``: the C++ ops
+    ``torch.ops.gnnsparse``, dispatched by device; ``"triton"``: ``torch.ops.gnnsparse_triton``,
+    registered on first use). Not for ``"torch"``."""
+    if name == "triton":
+        return _triton_ops()
+    _ext.load()
+    return torch.ops.gnnsparse
+
+
+# ---------------------------------------------------------------------------------------------
+# Triton backend: the Triton kernels (gnnsparse.kernels, from kernels/) registered as custom ops
+# in namespace gnnsparse_triton with the C++ ops' schemas, so that the same fake kernels,
+# autograd formulas and FLOP formulas apply (registered by _register/_register_bsr below).
+_triton_registered = False
+_triton_lib = None
+
+
+def _triton_ops():
+    global _triton_registered, _triton_lib
+    if _triton_registered:
+        return torch.ops.gnnsparse_triton
+    _ext.load()  # the schemas are read from the C++ ops
+    from .kernels import bsr_linear as tk_bsr
+    from .kernels import csr_linear as tk_csr
+    from .kernels import sddmm as tk_sddmm
+
+    lib = torch.library.Library("gnnsparse_triton", "DEF")
+    names = ("csr_linear", "csr_transpose", "csr_linear_backward_input", "csr_linear_backward", "csr_sddmm",
+             "bias_grad", "bsr_linear", "bsr_linear_backward_input", "bsr_sddmm")
+    for name in names:
+        schema = str(getattr(torch.ops.gnnsparse, name).default._schema)
+        lib.define(schema.split("::", 1)[1])
+
+    def csr_linear_impl(x, crow, col, values, bias, out_features, t_crow=None, t_col=None, t_perm=None):
+        validate_structure("csr_linear", crow, col, (out_features, x.shape[1]))
+        if t_perm is not None:
+            validate_transpose("csr_linear", crow, col, t_crow, t_col, t_perm, x.shape[1])
+        return tk_csr.csr_linear(x, crow, col, values, bias, out_features)
+
+    def csr_transpose_impl(crow, col, in_features):
+        return _torch_transpose(crow, col, in_features)
+
+    def csr_linear_backward_input_impl(grad, crow, col, values, in_features):
+        validate_structure("csr_linear_backward_input", crow, col, (grad.shape[1], in_features))
+        t_crow, t_col, t_perm = _torch_transpose(crow, col, in_features)
+        return tk_csr.csr_linear(grad, t_crow, t_col, values[t_perm], None, in_features)
+
+    def csr_linear_backward_impl(grad, x, crow, col, values, t_crow, t_col, t_perm, need_x, need_v, need_b):
+        validate_structure("csr_linear_backward", crow, col, (grad.shape[1], x.shape[1]))
+        validate_transpose("csr_linear_backward", crow, col, t_crow, t_col, t_perm, x.shape[1])
+        none = grad.new_empty((0,))
+        dx = tk_csr.csr_linear(grad, t_crow, t_col, values[t_perm], None, x.shape[1]) if need_x else none
+        dv = tk_sddmm.csr_sddmm(grad, x, crow, col) if need_v else none
+        db = grad.sum(0) if need_b else none
+        return dx, dv, db
+
+    def csr_sddmm_impl(grad, x, crow, col):
+        validate_structure("csr_sddmm", crow, col, (grad.shape[1], x.shape[1]))
+        return tk_sddmm.csr_sddmm(grad, x, crow, col)
+
+    def bias_grad_impl(grad):
+        return grad.sum(0)
+
+    def _bsr_check(op, crow, col, b, out_f, in_f):
+        if b < 1 or out_f % b or in_f % b:
+            raise RuntimeError(f"{op}: the weight shape ({out_f}, {in_f}) is not divisible by the blocksize {b}")
+        validate_structure(op, crow, col, (out_f // b, in_f // b), block=True)
+
+    def bsr_linear_impl(x, crow, col, values, bias, out_features):
+        _bsr_check("bsr_linear", crow, col, values.shape[1] if values.dim() == 3 else 0, out_features, x.shape[1])
+        return tk_bsr.bsr_linear(x, crow, col, values, bias, out_features)
+
+    def bsr_linear_backward_input_impl(grad, crow, col, values, in_features):
+        _bsr_check("bsr_linear_backward_input", crow, col, values.shape[1] if values.dim() == 3 else 0,
+                   grad.shape[1], in_features)
+        return tk_bsr.bsr_linear_backward_input(grad, crow, col, values, in_features)
+
+    def bsr_sddmm_impl(grad, x, crow, col, blocksize):
+        _bsr_check("bsr_sddmm", crow, col, int(blocksize), grad.shape[1], x.shape[1])
+        return tk_bsr.bsr_sddmm(grad, x, crow, col, blocksize)
+
+    impls = dict(csr_linear=csr_linear_impl, csr_transpose=csr_transpose_impl,
+                 csr_linear_backward_input=csr_linear_backward_input_impl,
+                 csr_linear_backward=csr_linear_backward_impl, csr_sddmm=csr_sddmm_impl, bias_grad=bias_grad_impl,
+                 bsr_linear=bsr_linear_impl, bsr_linear_backward_input=bsr_linear_backward_input_impl,
+                 bsr_sddmm=bsr_sddmm_impl)
+    for name, fn in impls.items():
+        for key in ("CUDA", "CPU"):  # CPU: Triton's interpreter (checked in check_backend_device)
+            lib.impl(name, fn, key)
+    _triton_lib = lib  # keep the registrations alive
+    _register("gnnsparse_triton")
+    _register_bsr("gnnsparse_triton")
+    _triton_registered = True
+    return torch.ops.gnnsparse_triton
+
+
+# ---------------------------------------------------------------------------------------------
+# Structure validation for the Python-side backends (the C++ ops check in C++), cached by the
+# identity and version counter of the index tensors, so a layer pays it once per structure.
+_validated: dict = {}
+
+
+def _cache_key(kind, tensors, dims):
+    return (kind, dims) + tuple((id(t), t._version, t.data_ptr(), t.numel()) for t in tensors)
+
+
+def _cached(kind, tensors, dims, check) -> None:
+    import weakref
+
+    if torch.compiler.is_compiling() or any(t.device.type == "meta" for t in tensors):
+        return
+    key = _cache_key(kind, tensors, dims)
+    hit = _validated.get(key)
+    if hit is not None and all(r() is t for r, t in zip(hit, tensors)):
+        return
+    check()
+    if len(_validated) > 256:
+        for k in [k for k, refs in _validated.items() if any(r() is None for r in refs)]:
+            del _validated[k]
+        if len(_validated) > 256:
+            _validated.clear()
+    _validated[key] = tuple(weakref.ref(t) for t in tensors)
+
+
+def validate_structure(op: str, crow: torch.Tensor, col: torch.Tensor, shape: tuple[int, int],
+                       block: bool = False) -> None:
+    """Check a CSR structure (or a BSR block structure, ``shape`` in blocks) once per version.
+
+    Raises:
+        ValueError: invalid structure (see :func:`gnnsparse.formats.validate_csr`).
+    """
+    from .formats import validate_csr
+
+    shape = (int(shape[0]), int(shape[1]))
+    _cached("bsr" if block else "csr", (crow, col), shape,
+            lambda: validate_csr(crow, col, None, shape, name=op, check_sorted=False))
+
+
+def validate_transpose(op: str, crow, col, t_crow, t_col, t_perm, in_features: int) -> None:
+    """Check that ``(t_crow, t_col, t_perm)`` is the transpose of the CSR ``(crow, col)``.
+
+    Raises:
+        RuntimeError: it is not (a stale cached transpose).
+    """
+    def check():
+        nnz = col.numel()
+        ok = (t_crow.numel() == in_features + 1 and t_col.numel() == nnz and t_perm.numel() == nnz)
+        if ok and nnz:
+            rows = reference._row_indices(crow, nnz)
+            t_rows = reference._row_indices(t_crow, nnz) if bool((t_crow[1:] >= t_crow[:-1]).all()) else None
+            ok = (t_rows is not None and int(t_crow[0]) == 0 and int(t_crow[-1]) == nnz
+                  and bool(((t_perm >= 0) & (t_perm < nnz)).all())
+                  and bool((torch.bincount(t_perm, minlength=nnz) == 1).all())
+                  and bool((col[t_perm] == t_rows).all()) and bool((rows[t_perm] == t_col).all()))
+        if not ok:
+            raise RuntimeError(f"{op}: (t_crow, t_col, t_perm) is not the transpose of W (stale cached transpose? "
+                               f"recompute it with csr_transpose after changing the structure)")
+
+    _cached("csr_t", (crow, col, t_crow, t_col, t_perm), (int(in_features),), check)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -153,14 +373,14 @@ def csr_linear(x: torch.Tensor, crow_indices: torch.Tensor, col_indices: torch.T
             f"({out_features}, {in_features}): the last dim of x must equal in_features = {in_features}")
     x2 = x if x.dim() == 2 else (x.flatten(0, -2) if x.dim() > 2 else x.unsqueeze(0))
     name = resolve_backend(backend, x.device)
-    if name == "cpu":
-        _ext.load()
+    if name != "torch":
+        check_backend_device(name, x2.device, x2.dtype)
+        ns = op_namespace(name)
         if transpose is None:
-            y = torch.ops.gnnsparse.csr_linear(x2, crow_indices, col_indices, values, bias, out_features)
+            y = ns.csr_linear(x2, crow_indices, col_indices, values, bias, out_features)
         else:
             t_crow, t_col, t_perm = transpose
-            y = torch.ops.gnnsparse.csr_linear(x2, crow_indices, col_indices, values, bias, out_features,
-                                               t_crow, t_col, t_perm)
+            y = ns.csr_linear(x2, crow_indices, col_indices, values, bias, out_features, t_crow, t_col, t_perm)
     else:
         # the reference does not bounds-check its indexing (a -1 column would wrap around)
         from .formats import validate_csr
@@ -189,7 +409,8 @@ def csr_transpose(crow_indices: torch.Tensor, col_indices: torch.Tensor, in_feat
     Raises:
         RuntimeError: invalid CSR (from the C++ checks); ValueError without the extension.
     """
-    if _ext.available() and crow_indices.device.type == "cpu":
+    dev = crow_indices.device.type
+    if (dev == "cpu" and _ext.available()) or (dev == "cuda" and _ext.cuda_built()):
         _ext.load()
         return torch.ops.gnnsparse.csr_transpose(crow_indices, col_indices, in_features)
     from .formats import validate_csr
@@ -197,6 +418,12 @@ def csr_transpose(crow_indices: torch.Tensor, col_indices: torch.Tensor, in_feat
     rows = crow_indices.numel() - 1
     validate_csr(crow_indices, col_indices, None, (rows, int(in_features)), name="csr_transpose",
                  check_sorted=False)
+    return _torch_transpose(crow_indices, col_indices, in_features)
+
+
+def _torch_transpose(crow_indices: torch.Tensor, col_indices: torch.Tensor, in_features: int):
+    """:func:`csr_transpose` in torch ops (no validation), for devices without the C++ op."""
+    rows = crow_indices.numel() - 1
     row = reference._row_indices(crow_indices, col_indices.numel())
     perm = torch.argsort(col_indices * max(rows, 1) + row, stable=True)
     counts = torch.bincount(col_indices, minlength=int(in_features))
@@ -255,9 +482,9 @@ def bsr_linear(x: torch.Tensor, crow_indices: torch.Tensor, col_indices: torch.T
             f"({out_features}, {in_features}): the last dim of x must equal in_features = {in_features}")
     x2 = x if x.dim() == 2 else (x.flatten(0, -2) if x.dim() > 2 else x.unsqueeze(0))
     name = resolve_backend(backend, x.device)
-    if name == "cpu":
-        _ext.load()
-        y = torch.ops.gnnsparse.bsr_linear(x2, crow_indices, col_indices, values, bias, out_features)
+    if name != "torch":
+        check_backend_device(name, x2.device, x2.dtype)
+        y = op_namespace(name).bsr_linear(x2, crow_indices, col_indices, values, bias, out_features)
     else:
         # the reference does not bounds-check its indexing (a -1 column would wrap around)
         from .formats import validate_bsr
@@ -272,10 +499,12 @@ def bsr_linear(x: torch.Tensor, crow_indices: torch.Tensor, col_indices: torch.T
 
 # ---------------------------------------------------------------------------------------------
 # Registrations for the C++ ops (fake kernels, autograd, FLOP formulas).
-def _register() -> None:
+def _register(ns: str = "gnnsparse") -> None:
+    """Fake kernels, autograd and FLOP formulas of the CSR ops in namespace ``ns`` (the C++ ops
+    in ``gnnsparse``; the Triton ops in ``gnnsparse_triton`` have the same schemas)."""
     from torch.utils.flop_counter import register_flop_formula
 
-    ops = torch.ops.gnnsparse
+    ops = getattr(torch.ops, ns)
 
     # ---- fake (meta) kernels: the same shape/dtype/device rules as the C++ checks, so that a
     # mix of meta and CPU tensors (e.g. a layer moved to "meta") raises instead of returning
@@ -298,14 +527,14 @@ def _register() -> None:
                          lambda: f"{name}: values must have shape [{col.shape[0]}], got {tuple(values.shape)}")
             torch._check(values.dtype == dtype, lambda: f"{name}: values dtype {values.dtype} != {dtype}")
 
-    @torch.library.register_fake("gnnsparse::csr_transpose")
+    @torch.library.register_fake(f"{ns}::csr_transpose")
     def _csr_transpose_fake(crow_indices, col_indices, in_features):
         _csr_fake_checks("csr_transpose", crow_indices, col_indices, None, None, crow_indices.shape[0] - 1)
         nnz = col_indices.shape[0]
         return (crow_indices.new_empty((in_features + 1,)), col_indices.new_empty((nnz,)),
                 col_indices.new_empty((nnz,)))
 
-    @torch.library.register_fake("gnnsparse::csr_linear")
+    @torch.library.register_fake(f"{ns}::csr_linear")
     def _csr_linear_fake(x, crow_indices, col_indices, values, bias, out_features, t_crow=None, t_col=None,
                          t_perm=None):
         torch._check(x.dim() == 2, lambda: f"csr_linear: expected x to be 2-D, got {tuple(x.shape)}")
@@ -325,7 +554,7 @@ def _register() -> None:
                          lambda: "csr_linear: transposed structure has the wrong shape (stale cache?)")
         return x.new_empty((x.shape[0], out_features))
 
-    @torch.library.register_fake("gnnsparse::csr_linear_backward")
+    @torch.library.register_fake(f"{ns}::csr_linear_backward")
     def _csr_linear_backward_fake(grad_out, x, crow_indices, col_indices, values, t_crow, t_col, t_perm,
                                   need_x, need_values, need_bias):
         torch._check(grad_out.dim() == 2 and x.dim() == 2 and grad_out.shape[0] == x.shape[0],
@@ -338,7 +567,7 @@ def _register() -> None:
                 x.new_empty((nnz,) if need_values else (0,)),
                 x.new_empty((grad_out.shape[1],) if need_bias else (0,)))
 
-    @torch.library.register_fake("gnnsparse::csr_linear_backward_input")
+    @torch.library.register_fake(f"{ns}::csr_linear_backward_input")
     def _csr_linear_backward_input_fake(grad_out, crow_indices, col_indices, values, in_features):
         torch._check(grad_out.dim() == 2, lambda: "csr_linear_backward_input: expected 2-D grad_out")
         _same_device("csr_linear_backward_input", grad_out=grad_out, crow_indices=crow_indices,
@@ -347,7 +576,7 @@ def _register() -> None:
                          grad_out.shape[1])
         return grad_out.new_empty((grad_out.shape[0], in_features))
 
-    @torch.library.register_fake("gnnsparse::csr_sddmm")
+    @torch.library.register_fake(f"{ns}::csr_sddmm")
     def _csr_sddmm_fake(grad_out, x, crow_indices, col_indices):
         torch._check(x.dim() == 2 and grad_out.dim() == 2, lambda: "csr_sddmm: expected 2-D inputs")
         torch._check(x.shape[0] == grad_out.shape[0] and x.dtype == grad_out.dtype,
@@ -356,7 +585,7 @@ def _register() -> None:
         _csr_fake_checks("csr_sddmm", crow_indices, col_indices, None, x.dtype, grad_out.shape[1])
         return x.new_empty((col_indices.shape[0],))
 
-    @torch.library.register_fake("gnnsparse::bias_grad")
+    @torch.library.register_fake(f"{ns}::bias_grad")
     def _bias_grad_fake(grad_out):
         torch._check(grad_out.dim() == 2, lambda: "bias_grad: expected 2-D grad_out")
         return grad_out.new_empty((grad_out.shape[1],))
@@ -399,7 +628,7 @@ def _register() -> None:
             db = ops.bias_grad(grad)
         return dx, None, None, dv, db, None, None, None, None
 
-    torch.library.register_autograd("gnnsparse::csr_linear", _lin_backward, setup_context=_lin_setup)
+    torch.library.register_autograd(f"{ns}::csr_linear", _lin_backward, setup_context=_lin_setup)
 
     # The backward ops are linear in each tensor argument, so they are differentiable with the
     # same kernels (double backward, gradgradcheck).
@@ -417,7 +646,7 @@ def _register() -> None:
             d_values = ops.csr_sddmm(grad_out, gg, crow, col)
         return d_grad_out, None, None, d_values, None
 
-    torch.library.register_autograd("gnnsparse::csr_linear_backward_input", _bwi_backward,
+    torch.library.register_autograd(f"{ns}::csr_linear_backward_input", _bwi_backward,
                                     setup_context=_bwi_setup)
 
     def _sddmm_setup(ctx, inputs, output):
@@ -435,7 +664,7 @@ def _register() -> None:
             d_x = ops.csr_linear_backward_input(grad_out, crow, col, gv, ctx.in_features)
         return d_grad_out, d_x, None, None
 
-    torch.library.register_autograd("gnnsparse::csr_sddmm", _sddmm_backward, setup_context=_sddmm_setup)
+    torch.library.register_autograd(f"{ns}::csr_sddmm", _sddmm_backward, setup_context=_sddmm_setup)
 
     def _bias_setup(ctx, inputs, output):
         ctx.n = inputs[0].shape[0]
@@ -443,7 +672,7 @@ def _register() -> None:
     def _bias_backward(ctx, gb):
         return gb.unsqueeze(0).expand(ctx.n, gb.shape[0])
 
-    torch.library.register_autograd("gnnsparse::bias_grad", _bias_backward, setup_context=_bias_setup)
+    torch.library.register_autograd(f"{ns}::bias_grad", _bias_backward, setup_context=_bias_setup)
 
     # ---- FLOP formulas (torch.utils.flop_counter.FlopCounterMode)
     @register_flop_formula(ops.csr_linear_backward)
@@ -481,10 +710,11 @@ def _register() -> None:
 
 # =============================================================================================
 # Block-sparse (BSR) registrations: fake kernels, autograd, FLOP formulas.
-def _register_bsr() -> None:
+def _register_bsr(ns: str = "gnnsparse") -> None:
+    """As :func:`_register`, for the BSR ops."""
     from torch.utils.flop_counter import register_flop_formula
 
-    ops = torch.ops.gnnsparse
+    ops = getattr(torch.ops, ns)
 
     def _same_device(name, **tensors):
         devs = {k: t.device for k, t in tensors.items() if t is not None}
@@ -514,7 +744,7 @@ def _register_bsr() -> None:
                      lambda: f"{name}: values must be [nnzb, b, b], got {tuple(values.shape)}")
         return values.shape[1]
 
-    @torch.library.register_fake("gnnsparse::bsr_linear")
+    @torch.library.register_fake(f"{ns}::bsr_linear")
     def _bsr_linear_fake(x, crow_indices, col_indices, values, bias, out_features):
         torch._check(x.dim() == 2, lambda: f"bsr_linear: expected x to be 2-D, got {tuple(x.shape)}")
         _same_device("bsr_linear", x=x, crow_indices=crow_indices, col_indices=col_indices, values=values,
@@ -527,7 +757,7 @@ def _register_bsr() -> None:
                                  f"{tuple(bias.shape)} {bias.dtype}")
         return x.new_empty((x.shape[0], out_features))
 
-    @torch.library.register_fake("gnnsparse::bsr_linear_backward_input")
+    @torch.library.register_fake(f"{ns}::bsr_linear_backward_input")
     def _bsr_linear_backward_input_fake(grad_out, crow_indices, col_indices, values, in_features):
         torch._check(grad_out.dim() == 2, lambda: "bsr_linear_backward_input: expected 2-D grad_out")
         _same_device("bsr_linear_backward_input", grad_out=grad_out, crow_indices=crow_indices,
@@ -537,7 +767,7 @@ def _register_bsr() -> None:
                          grad_out.shape[1], in_features, b)
         return grad_out.new_empty((grad_out.shape[0], in_features))
 
-    @torch.library.register_fake("gnnsparse::bsr_sddmm")
+    @torch.library.register_fake(f"{ns}::bsr_sddmm")
     def _bsr_sddmm_fake(grad_out, x, crow_indices, col_indices, blocksize):
         torch._check(x.dim() == 2 and grad_out.dim() == 2, lambda: "bsr_sddmm: expected 2-D inputs")
         torch._check(x.shape[0] == grad_out.shape[0] and x.dtype == grad_out.dtype,
@@ -571,7 +801,7 @@ def _register_bsr() -> None:
             db = ops.bias_grad(grad)
         return dx, None, None, dv, db, None
 
-    torch.library.register_autograd("gnnsparse::bsr_linear", _lin_backward, setup_context=_lin_setup)
+    torch.library.register_autograd(f"{ns}::bsr_linear", _lin_backward, setup_context=_lin_setup)
 
     # The backward ops are linear in each tensor argument: differentiable with the same kernels.
     def _bwi_setup(ctx, inputs, output):
@@ -589,7 +819,7 @@ def _register_bsr() -> None:
             d_values = ops.bsr_sddmm(grad_out, gg, crow, col, ctx.blocksize)
         return d_grad_out, None, None, d_values, None
 
-    torch.library.register_autograd("gnnsparse::bsr_linear_backward_input", _bwi_backward,
+    torch.library.register_autograd(f"{ns}::bsr_linear_backward_input", _bwi_backward,
                                     setup_context=_bwi_setup)
 
     def _sddmm_setup(ctx, inputs, output):
@@ -607,7 +837,7 @@ def _register_bsr() -> None:
             d_x = ops.bsr_linear_backward_input(grad_out, crow, col, gv, ctx.in_features)
         return d_grad_out, d_x, None, None, None
 
-    torch.library.register_autograd("gnnsparse::bsr_sddmm", _sddmm_backward, setup_context=_sddmm_setup)
+    torch.library.register_autograd(f"{ns}::bsr_sddmm", _sddmm_backward, setup_context=_sddmm_setup)
 
     # ---- FLOP formulas: 2·N·nnzb·b² each (bias not counted)
     @register_flop_formula(ops.bsr_linear)

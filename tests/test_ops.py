@@ -268,11 +268,8 @@ def test_resolve_backend(monkeypatch):
     assert ops.resolve_backend(None, "cpu") == "torch"
     assert ops.resolve_backend("cpu", "cpu") == "cpu"
     monkeypatch.setenv("GNNSPARSE_BACKEND", "nope")
-    with pytest.raises(ValueError, match="'cpu', 'torch'"):
+    with pytest.raises(ValueError, match="'cpu', 'cuda', 'triton', 'torch'"):
         ops.resolve_backend(None, "cpu")
-    for name in ("cuda", "triton"):
-        with pytest.raises(ValueError, match=f"backend '{name}' is not built in this version"):
-            ops.resolve_backend(name, "cpu")
     with pytest.raises(ValueError, match="unknown backend"):
         ops.check_backend("gpu")
 
