@@ -8,18 +8,32 @@ Weight convention: ``W`` is an ``(out_features, in_features)`` matrix in CSR for
   within a row (the kernels do not rely on this; duplicates are summed);
 * ``values``: ``[nnz]``, float32 or float64, same dtype as the input.
 
-Backends:
+Backends (one dispatch point, :func:`resolve_backend`; override per call, per layer with
+``SparseLinear(backend=...)``, or with the environment variable ``GNNSPARSE_BACKEND``):
 
-* ``"cpu"``: the C++/OpenMP kernels of ``gnnsparse._C`` (``torch.ops.gnnsparse.*``), CPU tensors.
-  Autograd, fake (meta) kernels and FLOP formulas for these ops are registered here, so the ops
-  work with ``torch.compile`` and ``torch.utils.flop_counter.FlopCounterMode``.
+* ``"cpu"``: the C++/OpenMP kernels of ``gnnsparse._C`` (``torch.ops.gnnsparse.*``), CPU tensors,
+  float32/float64. Autograd, fake (meta) kernels and FLOP formulas for these ops are registered
+  here, so the ops work with ``torch.compile`` and ``torch.utils.flop_counter.FlopCounterMode``.
   The AVX2+FMA path is picked at run time when the CPU has it, and the AVX-512 tile compute
   of the forward/dX kernel when the CPU has AVX-512F; set the environment variable
   ``GNNSPARSE_CPU_ISA=generic`` to force the portable path (``avx2`` for AVX2 without AVX-512,
   ``avx512`` to require AVX-512, ``auto``/unset for the default). It is read at every call.
   Outputs of 8 MiB or more are written with non-temporal stores.
+* ``"cuda"``: the CUDA kernels of ``gnnsparse._C_cuda`` (csrc/cuda), registered for the CUDA
+  dispatch key of the same ops; float32/float64/float16/bfloat16 (float32 accumulation for the
+  half types); BSR with ``b`` a multiple of 16 on tensor cores (TF32 for float32 only when
+  ``torch.backends.cuda.matmul.allow_tf32`` is set). CSR columns must be sorted within each row.
+  Index contents are checked on the GPU once per structure (cached by tensor identity and
+  version counter). Built when nvcc is found at install time (``GNNSPARSE_CUDA``, see setup.py).
+* ``"triton"``: the Triton kernels of ``gnnsparse.kernels`` (kernels/), registered as
+  ``torch.ops.gnnsparse_triton.*`` with the same schemas, autograd, fake kernels and FLOP
+  formulas; CUDA tensors, or CPU tensors under ``TRITON_INTERPRET=1`` (set before triton is
+  imported). Structures are validated in torch once per version.
 * ``"torch"``: the pure-torch reference (:mod:`gnnsparse.reference`), any device, differentiable
   through ordinary autograd.
+
+Auto choice: CPU tensors -> ``"cpu"`` (``"torch"`` without the extension); CUDA tensors ->
+``"cuda"`` if built, else ``"triton"`` if installed, else ``"torch"``; other devices -> ``"torch"``.
 
 FLOP convention (formulas registered with ``torch.utils.flop_counter``): 2 FLOPs per
 multiply-add: ``csr_linear`` ``2·N·nnz``, ``csr_linear_backward_input`` ``2·N·nnz``,
@@ -27,7 +41,10 @@ multiply-add: ``csr_linear`` ``2·N·nnz``, ``csr_linear_backward_input`` ``2·N
 ``FlopCounterMode`` counts dense ``addmm`` and the dense bias gradient.
 
 Determinism: on the ``"cpu"`` backend every result is bit-identical for any number of threads
-(reductions over nodes use chunks whose size depends on N only, reduced in a fixed order).
+(reductions over nodes use chunks whose size depends on N only, reduced in a fixed order). The
+``"cuda"`` and ``"triton"`` weight gradients use no atomics: per-split partial sums reduced in a
+fixed order, reproducible on a given GPU (the split count depends on its SM count, and Triton's on
+the autotuned config).
 
 Block-sparse weights (:func:`bsr_linear`): ``W`` in BSR with square ``b x b`` blocks
 (``b`` divides both dims; fast paths for b = 4, 8, 16, 32): ``crow_indices`` int64
@@ -134,7 +151,7 @@ def check_backend_device(name: str, device: torch.device, dtype: torch.dtype | N
     * ``"cpu"``: CPU tensors, float32/float64, the C++ extension built;
     * ``"cuda"``: CUDA tensors, the CUDA kernels built (``GNNSPARSE_CUDA``; see setup.py);
     * ``"triton"``: triton installed; CUDA tensors, or CPU tensors under ``TRITON_INTERPRET=1``
-      (set before triton is imported); float32/float16/bfloat16;
+      (set before triton is imported); float32/float64/float16/bfloat16;
     * ``"torch"``: any device and dtype.
 
     Raises:
@@ -162,7 +179,7 @@ def check_backend_device(name: str, device: torch.device, dtype: torch.dtype | N
             raise RuntimeError(f"backend 'triton' runs on CUDA tensors, or on CPU tensors with TRITON_INTERPRET=1 "
                                f"set before triton is imported; got tensors on {dev}")
         if dtype is not None and dtype not in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
-            raise RuntimeError(f"backend 'triton' supports float32, float16 and bfloat16, got {dtype}")
+            raise RuntimeError(f"backend 'triton' supports float32, float64, float16 and bfloat16, got {dtype}")
 
 
 def op_namespace(name: str):
@@ -216,10 +233,12 @@ def _triton_ops():
     def csr_linear_backward_impl(grad, x, crow, col, values, t_crow, t_col, t_perm, need_x, need_v, need_b):
         validate_structure("csr_linear_backward", crow, col, (grad.shape[1], x.shape[1]))
         validate_transpose("csr_linear_backward", crow, col, t_crow, t_col, t_perm, x.shape[1])
-        none = grad.new_empty((0,))
-        dx = tk_csr.csr_linear(grad, t_crow, t_col, values[t_perm], None, x.shape[1]) if need_x else none
-        dv = tk_sddmm.csr_sddmm(grad, x, crow, col) if need_v else none
-        db = grad.sum(0) if need_b else none
+        def none():  # outputs not asked for: [0], one tensor each (outputs must not alias)
+            return grad.new_empty((0,))
+
+        dx = tk_csr.csr_linear(grad, t_crow, t_col, values[t_perm], None, x.shape[1]) if need_x else none()
+        dv = tk_sddmm.csr_sddmm(grad, x, crow, col) if need_v else none()
+        db = grad.sum(0) if need_b else none()
         return dx, dv, db
 
     def csr_sddmm_impl(grad, x, crow, col):
@@ -269,13 +288,17 @@ _validated: dict = {}
 
 
 def _cache_key(kind, tensors, dims):
-    return (kind, dims) + tuple((id(t), t._version, t.data_ptr(), t.numel()) for t in tensors)
+    # version counter, and storage address and geometry (``t.data = other`` keeps the version)
+    return (kind, dims) + tuple((id(t), t._version, t.data_ptr(), tuple(t.shape), t.stride()) for t in tensors)
 
 
 def _cached(kind, tensors, dims, check) -> None:
     import weakref
 
     if torch.compiler.is_compiling() or any(t.device.type == "meta" for t in tensors):
+        return
+    if any(t.is_inference() for t in tensors):  # no version counter: check every call
+        check()
         return
     key = _cache_key(kind, tensors, dims)
     hit = _validated.get(key)

@@ -1,4 +1,5 @@
-"""CMakeLists.txt builds the same csrc/ into a plain shared library usable via torch.ops.load_library.
+"""CMakeLists.txt builds the same csrc/ into a plain shared library usable via torch.ops.load_library
+(and, where the CUDA toolkit is, csrc/cuda/ into a second library that registers the CUDA kernels).
 
 The library is configured and built into ``build-cmake/`` at the repository root (incremental:
 the first build takes ~20-30 s on 2 cores, later runs only relink if sources changed), or taken
@@ -64,12 +65,18 @@ def _build() -> Path:
     with open(BUILD_DIR / ".lock", "w") as lock:  # concurrent test runs share the build dir
         fcntl.flock(lock, fcntl.LOCK_EX)
         t0 = time.perf_counter()
-        if not (BUILD_DIR / "CMakeCache.txt").exists():
+        cuda = "ON" if _cuda_toolkit() else "OFF"
+        cache = BUILD_DIR / "CMakeCache.txt"
+        if cache.exists() and f"GNNSPARSE_WITH_CUDA:BOOL={cuda}" not in cache.read_text():
+            cache.unlink()  # configured with the other setting: configure afresh
+            shutil.rmtree(BUILD_DIR / "CMakeFiles", ignore_errors=True)
+        if not cache.exists():
             try:
                 subprocess.run(
                     [cmake, "-S", str(ROOT), "-B", str(BUILD_DIR), "-DCMAKE_BUILD_TYPE=Release",
                      f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}",
-                     "-DCUDA_TOOLKIT_ROOT_DIR=/usr/local/cuda"],
+                     "-DCUDA_TOOLKIT_ROOT_DIR=/usr/local/cuda", f"-DGNNSPARSE_WITH_CUDA={cuda}"],
+                    env=dict(os.environ, CUDACXX="/usr/local/cuda/bin/nvcc"),
                     check=True, capture_output=True, text=True)
             except subprocess.CalledProcessError:
                 (BUILD_DIR / "CMakeCache.txt").unlink(missing_ok=True)  # reconfigure next time
@@ -80,17 +87,52 @@ def _build() -> Path:
     return BUILD_DIR / LIB_NAME
 
 
-def test_cmake_library_matches_dense():
+def _cuda_toolkit() -> bool:
+    """CUDA build of torch and nvcc at /usr/local/cuda: the CMake build includes the CUDA library."""
+    return torch.version.cuda is not None and os.path.exists("/usr/local/cuda/bin/nvcc")
+
+
+def _library() -> Path:
     prebuilt = os.environ.get("GNNSPARSE_CMAKE_LIB")
     if prebuilt:
         lib = Path(prebuilt)
         assert lib.is_file(), f"GNNSPARSE_CMAKE_LIB={prebuilt} does not exist"
-    else:
-        try:
-            lib = _build()
-        except subprocess.CalledProcessError as e:
-            pytest.fail(f"CMake build failed ({' '.join(e.cmd)}):\n{e.stdout}\n{e.stderr}")
+        return lib
+    try:
+        lib = _build()
+    except subprocess.CalledProcessError as e:
+        pytest.fail(f"CMake build failed ({' '.join(e.cmd)}):\n{e.stdout}\n{e.stderr}")
     assert lib.is_file(), f"{lib} was not produced"
+    return lib
+
+
+_CHECK_CUDA = r"""
+import sys
+import torch
+torch.ops.load_library(sys.argv[1])
+torch.ops.load_library(sys.argv[2])
+missing = [op for op in sys.argv[3].split(",")
+           if not torch._C._dispatch_has_kernel_for_dispatch_key(f"gnnsparse::{op}", "CUDA")]
+assert not missing, f"no CUDA kernel registered for {missing}"
+print("CMAKE-CUDA-LIB-OK")
+"""
+
+
+def test_cmake_cuda_library_registers_cuda_kernels():
+    if os.environ.get("GNNSPARSE_CMAKE_LIB") or not _cuda_toolkit():
+        pytest.skip("no CUDA toolkit (or a prebuilt CPU library was given)")
+    from gnnsparse._ext import CUDA_OPS
+
+    lib = _library()
+    cuda_lib = lib.parent / "libgnnsparse_cuda_ops.so"
+    assert cuda_lib.is_file(), f"{cuda_lib} was not produced"
+    proc = subprocess.run([sys.executable, "-c", _CHECK_CUDA, str(lib), str(cuda_lib), ",".join(CUDA_OPS)],
+                          capture_output=True, text=True, timeout=300, cwd=str(ROOT / "tests"))
+    assert proc.returncode == 0 and "CMAKE-CUDA-LIB-OK" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_cmake_library_matches_dense():
+    lib = _library()
     proc = subprocess.run([sys.executable, "-c", _CHECK, str(lib)], capture_output=True, text=True,
                           timeout=300, cwd=str(ROOT / "tests"))
     assert proc.returncode == 0 and "CMAKE-LIB-OK" in proc.stdout, proc.stdout + proc.stderr

@@ -261,10 +261,32 @@ __global__ void __launch_bounds__(32 * kMmaWarps)
 
 // ---------------------------------------------------------------------------------------------
 // Host side
+// TF32 for float32 matmuls, as torch.backends.cuda.matmul.allow_tf32 / set_float32_matmul_precision
+// say. allowTF32CuBLAS() throws when the legacy and the new precision APIs were mixed; then the
+// matmul precision setting decides.
+bool tf32_allowed() {
+  try {
+    return at::globalContext().allowTF32CuBLAS();
+  } catch (const c10::Error&) {
+    return at::globalContext().float32MatmulPrecision() != at::Float32MatmulPrecision::HIGHEST;
+  }
+}
+
 bool use_mma(at::ScalarType t, int64_t b) {
   if (b % 16 != 0 || device_major() < 8) return false;
   if (t == at::kHalf || t == at::kBFloat16) return true;
-  return t == at::kFloat && at::globalContext().allowTF32CuBLAS();
+  return t == at::kFloat && tf32_allowed();
+}
+
+// Calls f(T{}) for the element type T of a tensor-core dtype (float16, bfloat16, float32 as TF32).
+template <typename F>
+void dispatch_mma(at::ScalarType t, F&& f) {
+  switch (t) {
+    case at::kHalf: f(c10::Half{}); break;
+    case at::kBFloat16: f(c10::BFloat16{}); break;
+    case at::kFloat: f(float{}); break;
+    default: TORCH_CHECK(false, "gnnsparse: no tensor-core path for dtype ", t);
+  }
 }
 
 int64_t blocksize_of(const char* op, const at::Tensor& values) {
@@ -288,12 +310,6 @@ void check_bsr_weight(const char* op, const at::Tensor& ref, const at::Tensor& c
                 col.size(0));
   }
   validate_bsr(op, crow, col, out_f / b, in_f / b);
-}
-
-void check_input2d(const char* op, const char* name, const at::Tensor& x) {
-  TORCH_CHECK(x.is_cuda(), op, ": ", name, " must be a CUDA tensor, got device ", x.device());
-  TORCH_CHECK(x.dim() == 2, op, ": expected ", name, " to be 2-D [N, features], got shape ", x.sizes());
-  check_floating(op, x);
 }
 
 at::Tensor rows_unit_stride(const at::Tensor& t) { return t.stride(1) == 1 ? t : t.contiguous(); }
@@ -321,25 +337,13 @@ at::Tensor bsr_forward(const at::Tensor& x_in, const at::Tensor& crow, const at:
   if (use_mma(x.scalar_type(), b)) {
     const dim3 grid((unsigned)ceil_div(N, kWarpNodes * kMmaWarps), (unsigned)(M / 16));
     TORCH_CHECK(grid.y <= 65535, "bsr_linear: too many output features for one launch: ", M);
-    AT_DISPATCH_SWITCH(x.scalar_type(), "bsr_linear_mma",
-      AT_DISPATCH_CASE(at::kHalf, [&] {
-        auto launch = trans ? bsr_fwd_mma_kernel<scalar_t, true> : bsr_fwd_mma_kernel<scalar_t, false>;
-        launch<<<grid, 32 * kMmaWarps, 0, stream()>>>(x.const_data_ptr<scalar_t>(), x.stride(0), N,
-            c.const_data_ptr<int64_t>(), ci.const_data_ptr<int64_t>(), pm, v.const_data_ptr<scalar_t>(), (int)b,
-            bs.defined() ? bs.const_data_ptr<scalar_t>() : nullptr, y.mutable_data_ptr<scalar_t>(), (int)M);
-      })
-      AT_DISPATCH_CASE(at::kBFloat16, [&] {
-        auto launch = trans ? bsr_fwd_mma_kernel<scalar_t, true> : bsr_fwd_mma_kernel<scalar_t, false>;
-        launch<<<grid, 32 * kMmaWarps, 0, stream()>>>(x.const_data_ptr<scalar_t>(), x.stride(0), N,
-            c.const_data_ptr<int64_t>(), ci.const_data_ptr<int64_t>(), pm, v.const_data_ptr<scalar_t>(), (int)b,
-            bs.defined() ? bs.const_data_ptr<scalar_t>() : nullptr, y.mutable_data_ptr<scalar_t>(), (int)M);
-      })
-      AT_DISPATCH_CASE(at::kFloat, [&] {
-        auto launch = trans ? bsr_fwd_mma_kernel<scalar_t, true> : bsr_fwd_mma_kernel<scalar_t, false>;
-        launch<<<grid, 32 * kMmaWarps, 0, stream()>>>(x.const_data_ptr<scalar_t>(), x.stride(0), N,
-            c.const_data_ptr<int64_t>(), ci.const_data_ptr<int64_t>(), pm, v.const_data_ptr<scalar_t>(), (int)b,
-            bs.defined() ? bs.const_data_ptr<scalar_t>() : nullptr, y.mutable_data_ptr<scalar_t>(), (int)M);
-      }));
+    dispatch_mma(x.scalar_type(), [&](auto tag) {
+      using scalar_t = decltype(tag);
+      auto launch = trans ? bsr_fwd_mma_kernel<scalar_t, true> : bsr_fwd_mma_kernel<scalar_t, false>;
+      launch<<<grid, 32 * kMmaWarps, 0, stream()>>>(x.const_data_ptr<scalar_t>(), x.stride(0), N,
+          c.const_data_ptr<int64_t>(), ci.const_data_ptr<int64_t>(), pm, v.const_data_ptr<scalar_t>(), (int)b,
+          bs.defined() ? bs.const_data_ptr<scalar_t>() : nullptr, y.mutable_data_ptr<scalar_t>(), (int)M);
+    });
   } else {
     const dim3 grid((unsigned)ceil_div(N, 8), (unsigned)ceil_div(M, 32));
     TORCH_CHECK(grid.y <= 65535, "bsr_linear: too many output features for one launch: ", M);
@@ -379,13 +383,7 @@ at::Tensor bsr_linear_backward_input_cuda(const at::Tensor& grad_out, const at::
 at::Tensor bsr_sddmm_cuda(const at::Tensor& grad_out_in, const at::Tensor& x_in, const at::Tensor& crow,
                           const at::Tensor& col, int64_t b) {
   const char* op = "bsr_sddmm";
-  check_input2d(op, "grad_out", grad_out_in);
-  check_input2d(op, "x", x_in);
-  check_cuda(op, "x", x_in, grad_out_in);
-  TORCH_CHECK(x_in.size(0) == grad_out_in.size(0), op, ": x has ", x_in.size(0), " rows but grad_out has ",
-              grad_out_in.size(0));
-  TORCH_CHECK(x_in.scalar_type() == grad_out_in.scalar_type(), op, ": x dtype ", x_in.scalar_type(),
-              " differs from grad_out dtype ", grad_out_in.scalar_type());
+  check_grad_and_input(op, grad_out_in, x_in);
   c10::cuda::CUDAGuard guard(x_in.device());
   const int64_t N = x_in.size(0), M = grad_out_in.size(1), K = x_in.size(1);
   check_bsr_weight(op, x_in, crow, col, at::Tensor(), b, M, K);
@@ -411,22 +409,12 @@ at::Tensor bsr_sddmm_cuda(const at::Tensor& grad_out_in, const at::Tensor& x_in,
   TORCH_CHECK(base_blocks < INT32_MAX, op, ": too many blocks for one launch: ", nnzb);
   const dim3 grid((unsigned)base_blocks, (unsigned)splits);
   if (mma) {
-    AT_DISPATCH_SWITCH(x.scalar_type(), "bsr_sddmm_mma",
-      AT_DISPATCH_CASE(at::kHalf, [&] {
-        bsr_sddmm_mma_kernel<scalar_t><<<grid, 32 * kMmaWarps, 0, stream()>>>(dy.const_data_ptr<scalar_t>(),
-            dy.stride(0), x.const_data_ptr<scalar_t>(), x.stride(0), N, brow.const_data_ptr<int64_t>(),
-            ci.const_data_ptr<int64_t>(), (int)b, nnzb, steps_per_split * step, partial.mutable_data_ptr<float>());
-      })
-      AT_DISPATCH_CASE(at::kBFloat16, [&] {
-        bsr_sddmm_mma_kernel<scalar_t><<<grid, 32 * kMmaWarps, 0, stream()>>>(dy.const_data_ptr<scalar_t>(),
-            dy.stride(0), x.const_data_ptr<scalar_t>(), x.stride(0), N, brow.const_data_ptr<int64_t>(),
-            ci.const_data_ptr<int64_t>(), (int)b, nnzb, steps_per_split * step, partial.mutable_data_ptr<float>());
-      })
-      AT_DISPATCH_CASE(at::kFloat, [&] {
-        bsr_sddmm_mma_kernel<scalar_t><<<grid, 32 * kMmaWarps, 0, stream()>>>(dy.const_data_ptr<scalar_t>(),
-            dy.stride(0), x.const_data_ptr<scalar_t>(), x.stride(0), N, brow.const_data_ptr<int64_t>(),
-            ci.const_data_ptr<int64_t>(), (int)b, nnzb, steps_per_split * step, partial.mutable_data_ptr<float>());
-      }));
+    dispatch_mma(x.scalar_type(), [&](auto tag) {
+      using scalar_t = decltype(tag);
+      bsr_sddmm_mma_kernel<scalar_t><<<grid, 32 * kMmaWarps, 0, stream()>>>(dy.const_data_ptr<scalar_t>(),
+          dy.stride(0), x.const_data_ptr<scalar_t>(), x.stride(0), N, brow.const_data_ptr<int64_t>(),
+          ci.const_data_ptr<int64_t>(), (int)b, nnzb, steps_per_split * step, partial.mutable_data_ptr<float>());
+    });
   } else {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "bsr_sddmm_simt", [&] {
       bsr_sddmm_simt_kernel<scalar_t><<<grid, 256, 0, stream()>>>(dy.const_data_ptr<scalar_t>(), dy.stride(0),

@@ -85,6 +85,24 @@ inline void check_bias(const char* op, const c10::optional<at::Tensor>& bias, co
               " differs from the input dtype ", x.scalar_type());
 }
 
+// A 2-D floating CUDA tensor [N, features] (an input or output gradient).
+inline void check_input2d(const char* op, const char* name, const at::Tensor& x) {
+  TORCH_CHECK(x.is_cuda(), op, ": ", name, " must be a CUDA tensor, got device ", x.device());
+  TORCH_CHECK(x.dim() == 2, op, ": expected ", name, " to be 2-D [N, features], got shape ", x.sizes());
+  check_floating(op, x);
+}
+
+// grad_out [N, out] and x [N, in] of a weight-gradient op: same device, rows and dtype.
+inline void check_grad_and_input(const char* op, const at::Tensor& grad_out, const at::Tensor& x) {
+  check_input2d(op, "grad_out", grad_out);
+  check_input2d(op, "x", x);
+  check_cuda(op, "x", x, grad_out);
+  TORCH_CHECK(x.size(0) == grad_out.size(0), op, ": x has ", x.size(0), " rows but grad_out has ",
+              grad_out.size(0));
+  TORCH_CHECK(x.scalar_type() == grad_out.scalar_type(), op, ": x dtype ", x.scalar_type(),
+              " differs from grad_out dtype ", grad_out.scalar_type());
+}
+
 // CSR W [rows, cols]: host checks of lengths, then (cached) device checks of the contents.
 // Columns must be sorted ascending within each row (repeats allowed, summed): the forward
 // kernel walks each row once across column chunks.

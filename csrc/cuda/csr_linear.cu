@@ -157,6 +157,9 @@ at::Tensor csr_forward(const at::Tensor& x_in, const at::Tensor& crow, const at:
   auto y = at::empty({N, M}, x.options());
   if (N == 0 || M == 0) return y;
   TORCH_CHECK(M < INT32_MAX, "csr_linear: the CUDA kernels support fewer than 2^31 output features, got ", M);
+  // K is an int in the kernel (k0 + kTK must not overflow); over W^T it is out_features, which
+  // validate_csr does not bound
+  TORCH_CHECK(K < INT32_MAX - 256, "csr_linear: the CUDA kernels support fewer than 2^31 input features, got ", K);
   auto order = row_order(crow, M, kTO);
   auto c = crow.contiguous();
   auto ci = col.contiguous();
@@ -184,12 +187,6 @@ void check_weight(const char* op, const at::Tensor& x, const at::Tensor& crow, c
   validate_csr(op, crow, col, rows, cols);
 }
 
-void check_input(const char* op, const char* name, const at::Tensor& x) {
-  TORCH_CHECK(x.is_cuda(), op, ": ", name, " must be a CUDA tensor, got device ", x.device());
-  TORCH_CHECK(x.dim() == 2, op, ": expected ", name, " to be 2-D [N, features], got shape ", x.sizes());
-  check_floating(op, x);
-}
-
 }  // namespace
 
 at::Tensor csr_linear_cuda(const at::Tensor& x, const at::Tensor& crow, const at::Tensor& col,
@@ -197,7 +194,7 @@ at::Tensor csr_linear_cuda(const at::Tensor& x, const at::Tensor& crow, const at
                            const c10::optional<at::Tensor>& t_crow, const c10::optional<at::Tensor>& t_col,
                            const c10::optional<at::Tensor>& t_perm) {
   const char* op = "csr_linear";
-  check_input(op, "x", x);
+  check_input2d(op, "x", x);
   c10::cuda::CUDAGuard guard(x.device());
   check_weight(op, x, crow, col, values, out_features, x.size(1));
   check_bias(op, bias, x, out_features);
@@ -212,7 +209,7 @@ namespace {
 at::Tensor csr_linear_backward_input_cuda(const at::Tensor& grad_out, const at::Tensor& crow, const at::Tensor& col,
                                           const at::Tensor& values, int64_t in_features) {
   const char* op = "csr_linear_backward_input";
-  check_input(op, "grad_out", grad_out);
+  check_input2d(op, "grad_out", grad_out);
   c10::cuda::CUDAGuard guard(grad_out.device());
   check_weight(op, grad_out, crow, col, values, grad_out.size(1), in_features);
   auto [t_crow, t_col, t_perm] = csr_transpose_impl(crow, col, in_features);
@@ -224,21 +221,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> csr_linear_backward_cuda(
     const at::Tensor& values, const at::Tensor& t_crow, const at::Tensor& t_col, const at::Tensor& t_perm,
     bool need_x, bool need_values, bool need_bias) {
   const char* op = "csr_linear_backward";
-  check_input(op, "grad_out", grad_out);
-  check_input(op, "x", x);
-  check_cuda(op, "x", x, grad_out);
-  TORCH_CHECK(x.size(0) == grad_out.size(0), op, ": x has ", x.size(0), " rows but grad_out has ",
-              grad_out.size(0));
-  TORCH_CHECK(x.scalar_type() == grad_out.scalar_type(), op, ": x dtype ", x.scalar_type(),
-              " differs from grad_out dtype ", grad_out.scalar_type());
+  check_grad_and_input(op, grad_out, x);
   c10::cuda::CUDAGuard guard(grad_out.device());
   const int64_t out_f = grad_out.size(1), in_f = x.size(1);
   check_weight(op, grad_out, crow, col, values, out_f, in_f);
   validate_csr_transpose(op, crow, col, t_crow, t_col, t_perm, out_f, in_f);
-  auto none = at::empty({0}, grad_out.options());
-  at::Tensor dx = need_x ? csr_forward(grad_out, t_crow, t_col, values, t_perm, c10::nullopt, in_f) : none;
-  at::Tensor dv = need_values ? csr_sddmm_cuda(grad_out, x, crow, col) : none;
-  at::Tensor db = need_bias ? at::sum(grad_out, {0}) : none;
+  // a separate [0] tensor per output not asked for: outputs of an op must not alias each other
+  auto none = [&] { return at::empty({0}, grad_out.options()); };
+  at::Tensor dx = need_x ? csr_forward(grad_out, t_crow, t_col, values, t_perm, c10::nullopt, in_f) : none();
+  at::Tensor dv = need_values ? csr_sddmm_cuda(grad_out, x, crow, col) : none();
+  at::Tensor db = need_bias ? at::sum(grad_out, {0}) : none();
   return {dx, dv, db};
 }
 

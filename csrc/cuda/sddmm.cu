@@ -143,20 +143,13 @@ __global__ void __launch_bounds__(kThreads)
 at::Tensor csr_sddmm_cuda(const at::Tensor& grad_out_in, const at::Tensor& x_in, const at::Tensor& crow,
                           const at::Tensor& col) {
   const char* op = "csr_sddmm";
-  TORCH_CHECK(grad_out_in.is_cuda(), op, ": grad_out must be a CUDA tensor, got device ", grad_out_in.device());
-  check_cuda(op, "x", x_in, grad_out_in);
-  TORCH_CHECK(grad_out_in.dim() == 2 && x_in.dim() == 2, op, ": expected 2-D grad_out and x, got shapes ",
-              grad_out_in.sizes(), " and ", x_in.sizes());
-  TORCH_CHECK(x_in.size(0) == grad_out_in.size(0), op, ": x has ", x_in.size(0), " rows but grad_out has ",
-              grad_out_in.size(0));
-  TORCH_CHECK(x_in.scalar_type() == grad_out_in.scalar_type(), op, ": x dtype ", x_in.scalar_type(),
-              " differs from grad_out dtype ", grad_out_in.scalar_type());
-  check_floating(op, x_in);
+  check_grad_and_input(op, grad_out_in, x_in);
   check_index(op, "crow_indices", crow, x_in);
   check_index(op, "col_indices", col, x_in);
   c10::cuda::CUDAGuard guard(x_in.device());
   const int64_t N = x_in.size(0), M = grad_out_in.size(1), K = x_in.size(1), nnz = col.size(0);
   validate_csr(op, crow, col, M, K);
+  TORCH_CHECK(M < INT32_MAX - 256, op, ": the CUDA kernels support fewer than 2^31 output features, got ", M);  // int M, o0
   if (nnz == 0) return at::empty({0}, x_in.options());
   if (N == 0) return at::zeros({nnz}, x_in.options());
   auto dy = grad_out_in.stride(1) == 1 ? grad_out_in : grad_out_in.contiguous();

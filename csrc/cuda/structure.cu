@@ -34,6 +34,10 @@ struct Entry {
   std::string kind;
   std::vector<int64_t> dims;
   std::vector<WeakImpl> refs;
+  // Storage identity and geometry too: `t.data = other` swaps a TensorImpl's storage, sizes and
+  // strides without bumping its version counter (and the old address may be reused).
+  std::vector<c10::weak_intrusive_ptr<c10::StorageImpl>> storages;
+  std::vector<std::vector<int64_t>> geoms;
   std::vector<const void*> ptrs;
   std::vector<int64_t> versions;
   at::Tensor derived;  // optional data computed from the structure (row order)
@@ -45,12 +49,29 @@ std::vector<Entry> g_cache;
 uint64_t g_clock = 0;
 constexpr size_t kMaxEntries = 64;
 
+std::vector<int64_t> geometry(const at::Tensor& t) {
+  std::vector<int64_t> g(t.sizes().begin(), t.sizes().end());
+  g.insert(g.end(), t.strides().begin(), t.strides().end());
+  return g;
+}
+
+// Inference tensors have no version counter (`_version()` throws) and may be written in place
+// inside inference mode untracked: never cached, validated on every call.
+bool cacheable(const std::vector<at::Tensor>& ts) {
+  for (const auto& t : ts)
+    if (t.is_inference()) return false;
+  return true;
+}
+
 bool matches(const Entry& e, const std::string& kind, const std::vector<int64_t>& dims,
              const std::vector<at::Tensor>& ts) {
   if (e.kind != kind || e.dims != dims || e.refs.size() != ts.size()) return false;
   for (size_t i = 0; i < ts.size(); ++i) {
     if (e.refs[i].expired() || e.refs[i]._unsafe_get_target() != ts[i].unsafeGetTensorImpl() ||
-        e.ptrs[i] != ts[i].const_data_ptr() || e.versions[i] != ts[i]._version())
+        e.storages[i].expired() ||
+        e.storages[i]._unsafe_get_target() != ts[i].storage().unsafeGetStorageImpl() ||
+        e.ptrs[i] != ts[i].const_data_ptr() || e.versions[i] != ts[i]._version() ||
+        e.geoms[i] != geometry(ts[i]))
       return false;
   }
   return true;
@@ -59,6 +80,7 @@ bool matches(const Entry& e, const std::string& kind, const std::vector<int64_t>
 // Returns the cached entry's derived tensor (may be undefined) and true on a hit.
 bool lookup(const std::string& kind, const std::vector<int64_t>& dims, const std::vector<at::Tensor>& ts,
             at::Tensor* derived) {
+  if (!cacheable(ts)) return false;
   std::lock_guard<std::mutex> lock(g_mutex);
   for (auto& e : g_cache) {
     if (matches(e, kind, dims, ts)) {
@@ -72,11 +94,14 @@ bool lookup(const std::string& kind, const std::vector<int64_t>& dims, const std
 
 void remember(const std::string& kind, const std::vector<int64_t>& dims, const std::vector<at::Tensor>& ts,
               const at::Tensor& derived) {
+  if (!cacheable(ts)) return;
   std::lock_guard<std::mutex> lock(g_mutex);
   // drop entries whose tensors are gone, then the least recently used if still full
   g_cache.erase(std::remove_if(g_cache.begin(), g_cache.end(),
                                [](const Entry& e) {
                                  for (const auto& r : e.refs)
+                                   if (r.expired()) return true;
+                                 for (const auto& r : e.storages)
                                    if (r.expired()) return true;
                                  return false;
                                }),
@@ -91,6 +116,8 @@ void remember(const std::string& kind, const std::vector<int64_t>& dims, const s
   e.dims = dims;
   for (const auto& t : ts) {
     e.refs.emplace_back(t.getIntrusivePtr());
+    e.storages.push_back(t.storage().getWeakStorageImpl());
+    e.geoms.push_back(geometry(t));
     e.ptrs.push_back(t.const_data_ptr());
     e.versions.push_back(t._version());
   }
@@ -112,7 +139,8 @@ enum : int {
 __global__ void check_compressed_kernel(const int64_t* __restrict__ crow, const int64_t* __restrict__ col,
                                         int64_t rows, int64_t cols, int64_t nnz, bool check_sorted,
                                         int* __restrict__ flag) {
-  const int64_t n = rows > nnz ? rows : nnz;
+  // at least 1, so that i == 0 (crow[0] == 0, crow[rows] == nnz) is also checked when rows == nnz == 0
+  const int64_t n = max(max(rows, nnz), (int64_t)1);
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
     if (i == 0) {
       if (crow[0] != 0) atomicOr(flag, kCrowFirst);
