@@ -21,6 +21,9 @@ It
    with the environment, the build log tail, every check, every timing, speedups against dense
    (same dtype setting, same run) and the issue's targets with their verdicts.
 
+Exit status: 0 when every correctness check passed, 3 when some failed, 2 without a GPU (or bad
+arguments), 1 when gnnsparse did not load (the build log is in the JSON).
+
 ``--budget`` (seconds, default 450) bounds the whole run including the build: the timing grid
 stops when it is used up and says so in the JSON. ``--dry-run`` runs the same code on CPU with
 tiny shapes (the ``cpu`` backend stands in for ``cuda``; Triton under ``TRITON_INTERPRET=1``): it
@@ -59,11 +62,16 @@ class Report:
     def save(self) -> None:
         self.data["elapsed_s"] = round(elapsed(), 1)
         d = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(d, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=d, prefix=".gpu_check.", suffix=".json")
-        with os.fdopen(fd, "w") as f:
-            json.dump(self.data, f, indent=1, default=str)
-        os.replace(tmp, self.path)
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(self.data, f, indent=1, default=str)
+            os.chmod(tmp, 0o644)  # mkstemp creates 0600
+            os.replace(tmp, self.path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
 
 
 # ---------------------------------------------------------------------------------------------
@@ -359,11 +367,16 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="timing: 90%% sparsity and the 4096^3 shape only")
     p.add_argument("--dry-run", action="store_true", help="CPU, tiny shapes: checks this script, not a GPU")
     args = p.parse_args(argv)
-    if args.budget <= 0:
-        p.error(f"--budget must be > 0, got {args.budget}")
+    if not (0 < args.budget < float("inf")):
+        p.error(f"--budget must be a finite number of seconds > 0, got {args.budget}")
+    out_dir = os.path.dirname(os.path.abspath(args.out))
+    if not args.out or os.path.isdir(args.out):
+        p.error(f"--out must name a JSON file, got {args.out!r}")
+    if not os.path.isdir(out_dir) or not os.access(out_dir, os.W_OK):
+        p.error(f"--out {args.out!r}: the folder {out_dir!r} does not exist or is not writable")
     report = Report(args.out)
     if args.dry_run:
-        os.environ.setdefault("TRITON_INTERPRET", "1")
+        os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported: kernels run on CPU tensors
     import torch
 
     device = "cuda" if (torch.cuda.is_available() and not args.dry_run) else "cpu"
@@ -436,6 +449,10 @@ def main(argv=None) -> int:
     print(f"[{elapsed():.0f}s] wrote {args.out}")
     for t in report.data["targets"]:
         print(f"  {t['verdict']:>12}  {t.get('ratio', '')}  {t['target']}")
+    failed = sum(not c.get("pass") for c in report.data["checks"])
+    if failed:
+        print(f"{failed} correctness checks failed (see 'checks' in the JSON)", file=sys.stderr)
+        return 3
     return 0
 
 

@@ -504,6 +504,8 @@ class SparseLinear(nn.Module):
             return sparse
         if self.executor == "dense":
             return "dense"
+        if self.values.dtype not in (torch.float32, torch.float64):
+            return sparse  # half dtypes on "cpu": the op says which backends take them
         from . import chooser
 
         env = os.environ.get("GNNSPARSE_EXECUTOR", "").strip() or "auto"
@@ -596,7 +598,10 @@ class SparseLinear(nn.Module):
         return cache[1]
 
     def extra_repr(self) -> str:
-        backend = self.backend or ops.resolve_backend(None, self.values.device)
+        try:
+            backend = self.backend or ops.resolve_backend(None, self.values.device)
+        except ValueError:  # a bad GNNSPARSE_BACKEND: the forward raises, the repr says so
+            backend = f"invalid GNNSPARSE_BACKEND={os.environ.get('GNNSPARSE_BACKEND')!r}"
         layout = self.layout if self.layout == "csr" else f"bsr, blocksize={self.blocksize}"
         chosen = self._pinned_choice or (self._choice[1].executor if self._choice is not None else None)
         ex = self.executor if chosen is None else f"{self.executor} -> {chosen}"

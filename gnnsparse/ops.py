@@ -131,7 +131,13 @@ def resolve_backend(backend: str | None = None, device: torch.device | str | Non
         ValueError: invalid backend name (see :func:`check_backend`).
     """
     if backend is None:
-        backend = os.environ.get("GNNSPARSE_BACKEND") or None
+        env = os.environ.get("GNNSPARSE_BACKEND", "").strip()
+        if env:
+            if env not in VALID_BACKENDS:
+                valid = ", ".join(repr(b) for b in VALID_BACKENDS)
+                raise ValueError(f"environment variable GNNSPARSE_BACKEND={env!r} is not a backend; valid "
+                                 f"backends: {valid} (or unset it to choose by device)")
+            return env
     if backend is not None:
         return check_backend(backend)
     dev_type = "cpu" if device is None else torch.device(device).type
@@ -178,6 +184,16 @@ def check_backend_device(name: str, device: torch.device, dtype: torch.dtype | N
         if dev.type != "cuda" and not (dev.type == "cpu" and triton_interpreting()):
             raise RuntimeError(f"backend 'triton' runs on CUDA tensors, or on CPU tensors with TRITON_INTERPRET=1 "
                                f"set before triton is imported; got tensors on {dev}")
+        from .kernels import _common
+
+        if triton_interpreting() != _common.INTERPRET:
+            raise RuntimeError(
+                f"backend 'triton': TRITON_INTERPRET is now {os.environ.get('TRITON_INTERPRET')!r} but was "
+                f"{'1' if _common.INTERPRET else 'unset'} when the Triton kernels were imported (it is read once, "
+                f"at import): set it before importing gnnsparse (torch's FLOP counter imports triton too)")
+        if dev.type == "cpu" and dtype == torch.bfloat16:
+            raise RuntimeError("backend 'triton' on CPU tensors (Triton's interpreter) computes bfloat16 wrongly; "
+                               "use float16/float32/float64 there, or run on a GPU")
         if dtype is not None and dtype not in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
             raise RuntimeError(f"backend 'triton' supports float32, float64, float16 and bfloat16, got {dtype}")
 
@@ -198,12 +214,16 @@ def op_namespace(name: str):
 # autograd formulas and FLOP formulas apply (registered by _register/_register_bsr below).
 _triton_registered = False
 _triton_lib = None
+_triton_error: BaseException | None = None
 
 
 def _triton_ops():
     global _triton_registered, _triton_lib
     if _triton_registered:
         return torch.ops.gnnsparse_triton
+    if _triton_error is not None:
+        raise ImportError(f"backend 'triton': registering the Triton kernels failed: {_triton_error}") \
+            from _triton_error
     _ext.load()  # the schemas are read from the C++ ops
     from .kernels import bsr_linear as tk_bsr
     from .kernels import csr_linear as tk_csr
@@ -216,23 +236,83 @@ def _triton_ops():
         schema = str(getattr(torch.ops.gnnsparse, name).default._schema)
         lib.define(schema.split("::", 1)[1])
 
+    # Argument checks with the C++ ops' wording (the kernels' own checks name their own op).
+    def two_d(op, name, t):
+        if t.dim() != 2:
+            raise RuntimeError(f"{op}: expected {name} to be 2-D [N, features], got shape {tuple(t.shape)}")
+
+    def features(op, name, n):
+        if n < 0:
+            raise RuntimeError(f"{op}: expected {name} >= 0, got {n}")
+
+    def pair(op, grad, x):
+        two_d(op, "grad_out", grad)
+        two_d(op, "x", x)
+        if grad.shape[0] != x.shape[0]:
+            raise RuntimeError(f"{op}: x has {x.shape[0]} rows but grad_out has {grad.shape[0]}")
+        if grad.dtype != x.dtype:
+            raise RuntimeError(f"{op}: x dtype {x.dtype} differs from grad_out dtype {grad.dtype}")
+
+    def csr_values(op, values, dtype, col):
+        if values.dim() != 1 or values.shape[0] != col.shape[0]:
+            raise RuntimeError(f"{op}: values must have shape [{col.shape[0]}] (one per column index), got "
+                               f"{tuple(values.shape)}")
+        if values.dtype != dtype:
+            raise RuntimeError(f"{op}: values dtype {values.dtype} differs from the input dtype {dtype}")
+
+    def block_values(op, values, dtype, col) -> int:
+        if values.dim() != 3 or values.shape[1] != values.shape[2] or values.shape[1] < 1 \
+                or values.shape[0] != col.shape[0]:
+            raise RuntimeError(f"{op}: values must have shape [nnzb, b, b] = [{col.shape[0]}, b, b] with b >= 1, got "
+                               f"{tuple(values.shape)}")
+        if values.dtype != dtype:
+            raise RuntimeError(f"{op}: values dtype {values.dtype} differs from the input dtype {dtype}")
+        return values.shape[1]
+
+    def transpose_args(op, t_crow, t_col, t_perm):
+        given = sum(t is not None for t in (t_crow, t_col, t_perm))
+        if given not in (0, 3):
+            raise RuntimeError(f"{op}: give all of t_crow, t_col, t_perm or none")
+        for name, t in (("t_crow", t_crow), ("t_col", t_col), ("t_perm", t_perm)):
+            if t is not None and (t.dtype != torch.int64 or t.dim() != 1):
+                raise RuntimeError(f"{op}: {name} must be a 1-D int64 tensor, got {t.dtype} of shape {tuple(t.shape)}")
+        return given == 3
+
     def csr_linear_impl(x, crow, col, values, bias, out_features, t_crow=None, t_col=None, t_perm=None):
-        validate_structure("csr_linear", crow, col, (out_features, x.shape[1]))
-        if t_perm is not None:
-            validate_transpose("csr_linear", crow, col, t_crow, t_col, t_perm, x.shape[1])
+        op = "csr_linear"
+        two_d(op, "x", x)
+        features(op, "out_features", out_features)
+        csr_values(op, values, x.dtype, col)
+        validate_structure(op, crow, col, (out_features, x.shape[1]))
+        if transpose_args(op, t_crow, t_col, t_perm):
+            validate_transpose(op, crow, col, t_crow, t_col, t_perm, x.shape[1])
         return tk_csr.csr_linear(x, crow, col, values, bias, out_features)
 
     def csr_transpose_impl(crow, col, in_features):
+        features("csr_transpose", "in_features", in_features)
+        if crow.dim() != 1 or crow.shape[0] < 1:
+            raise RuntimeError(f"csr_transpose: expected crow_indices of shape [out_features + 1], got "
+                               f"{tuple(crow.shape)}")
+        validate_structure("csr_transpose", crow, col, (crow.shape[0] - 1, in_features))
         return _torch_transpose(crow, col, in_features)
 
     def csr_linear_backward_input_impl(grad, crow, col, values, in_features):
-        validate_structure("csr_linear_backward_input", crow, col, (grad.shape[1], in_features))
+        op = "csr_linear_backward_input"
+        two_d(op, "grad_out", grad)
+        features(op, "in_features", in_features)
+        csr_values(op, values, grad.dtype, col)
+        validate_structure(op, crow, col, (grad.shape[1], in_features))
         t_crow, t_col, t_perm = _torch_transpose(crow, col, in_features)
         return tk_csr.csr_linear(grad, t_crow, t_col, values[t_perm], None, in_features)
 
     def csr_linear_backward_impl(grad, x, crow, col, values, t_crow, t_col, t_perm, need_x, need_v, need_b):
-        validate_structure("csr_linear_backward", crow, col, (grad.shape[1], x.shape[1]))
-        validate_transpose("csr_linear_backward", crow, col, t_crow, t_col, t_perm, x.shape[1])
+        op = "csr_linear_backward"
+        pair(op, grad, x)
+        csr_values(op, values, x.dtype, col)
+        validate_structure(op, crow, col, (grad.shape[1], x.shape[1]))
+        transpose_args(op, t_crow, t_col, t_perm)
+        validate_transpose(op, crow, col, t_crow, t_col, t_perm, x.shape[1])
+
         def none():  # outputs not asked for: [0], one tensor each (outputs must not alias)
             return grad.new_empty((0,))
 
@@ -242,28 +322,41 @@ def _triton_ops():
         return dx, dv, db
 
     def csr_sddmm_impl(grad, x, crow, col):
+        pair("csr_sddmm", grad, x)
         validate_structure("csr_sddmm", crow, col, (grad.shape[1], x.shape[1]))
         return tk_sddmm.csr_sddmm(grad, x, crow, col)
 
     def bias_grad_impl(grad):
+        two_d("bias_grad", "grad_out", grad)
+        if not grad.dtype.is_floating_point:
+            raise RuntimeError(f"bias_grad: expected a floating grad_out, got {grad.dtype}")
         return grad.sum(0)
 
-    def _bsr_check(op, crow, col, b, out_f, in_f):
-        if b < 1 or out_f % b or in_f % b:
+    def bsr_check(op, crow, col, b, out_f, in_f):
+        if b < 1:
+            raise RuntimeError(f"{op}: blocksize must be >= 1, got {b}")
+        features(op, "out_features", out_f)
+        features(op, "in_features", in_f)
+        if out_f % b or in_f % b:
             raise RuntimeError(f"{op}: the weight shape ({out_f}, {in_f}) is not divisible by the blocksize {b}")
         validate_structure(op, crow, col, (out_f // b, in_f // b), block=True)
 
     def bsr_linear_impl(x, crow, col, values, bias, out_features):
-        _bsr_check("bsr_linear", crow, col, values.shape[1] if values.dim() == 3 else 0, out_features, x.shape[1])
+        two_d("bsr_linear", "x", x)
+        b = block_values("bsr_linear", values, x.dtype, col)
+        bsr_check("bsr_linear", crow, col, b, out_features, x.shape[1])
         return tk_bsr.bsr_linear(x, crow, col, values, bias, out_features)
 
     def bsr_linear_backward_input_impl(grad, crow, col, values, in_features):
-        _bsr_check("bsr_linear_backward_input", crow, col, values.shape[1] if values.dim() == 3 else 0,
-                   grad.shape[1], in_features)
+        op = "bsr_linear_backward_input"
+        two_d(op, "grad_out", grad)
+        b = block_values(op, values, grad.dtype, col)
+        bsr_check(op, crow, col, b, grad.shape[1], in_features)
         return tk_bsr.bsr_linear_backward_input(grad, crow, col, values, in_features)
 
     def bsr_sddmm_impl(grad, x, crow, col, blocksize):
-        _bsr_check("bsr_sddmm", crow, col, int(blocksize), grad.shape[1], x.shape[1])
+        pair("bsr_sddmm", grad, x)
+        bsr_check("bsr_sddmm", crow, col, int(blocksize), grad.shape[1], x.shape[1])
         return tk_bsr.bsr_sddmm(grad, x, crow, col, blocksize)
 
     impls = dict(csr_linear=csr_linear_impl, csr_transpose=csr_transpose_impl,
@@ -297,7 +390,9 @@ def _cached(kind, tensors, dims, check) -> None:
 
     if torch.compiler.is_compiling() or any(t.device.type == "meta" for t in tensors):
         return
-    if any(t.is_inference() for t in tensors):  # no version counter: check every call
+    # Inference tensors have no version counter; CPU tensors (Triton's interpreter) are cheap to
+    # check and writes through .data / numpy views bypass version counters: check every call.
+    if any(t.is_inference() or t.device.type == "cpu" for t in tensors):
         check()
         return
     key = _cache_key(kind, tensors, dims)
@@ -315,16 +410,23 @@ def _cached(kind, tensors, dims, check) -> None:
 
 def validate_structure(op: str, crow: torch.Tensor, col: torch.Tensor, shape: tuple[int, int],
                        block: bool = False) -> None:
-    """Check a CSR structure (or a BSR block structure, ``shape`` in blocks) once per version.
+    """Check a CSR structure (or a BSR block structure, ``shape`` in blocks) once per version (every
+    call for CPU and inference tensors).
 
     Raises:
-        ValueError: invalid structure (see :func:`gnnsparse.formats.validate_csr`).
+        RuntimeError: invalid structure (the message of :func:`gnnsparse.formats.validate_csr`).
     """
     from .formats import validate_csr
 
     shape = (int(shape[0]), int(shape[1]))
-    _cached("bsr" if block else "csr", (crow, col), shape,
-            lambda: validate_csr(crow, col, None, shape, name=op, check_sorted=False))
+
+    def check():
+        try:
+            validate_csr(crow, col, None, shape, name=op, check_sorted=False)
+        except ValueError as e:  # the same exception type as the C++ ops' checks
+            raise RuntimeError(str(e)) from None
+
+    _cached("bsr" if block else "csr", (crow, col), shape, check)
 
 
 def validate_transpose(op: str, crow, col, t_crow, t_col, t_perm, in_features: int) -> None:
@@ -359,34 +461,38 @@ def csr_linear(x: torch.Tensor, crow_indices: torch.Tensor, col_indices: torch.T
     """``y = x · Wᵀ + bias`` with ``W`` ``(out_features, in_features)`` in CSR.
 
     Args:
-        x: ``[*, in_features]`` float32/float64 (any leading dims, any strides).
+        x: ``[*, in_features]`` float32/float64 (``"cuda"``, ``"triton"``, ``"torch"``: also
+            float16/bfloat16; any leading dims, any strides).
         crow_indices: int64 ``[out_features + 1]``.
-        col_indices: int64 ``[nnz]``.
+        col_indices: int64 ``[nnz]`` (sorted within each row on the ``"cuda"`` backend).
         values: ``[nnz]``, same dtype as ``x``.
         bias: ``[out_features]`` (same dtype) or ``None``.
         out_features: number of rows of ``W``.
-        backend: ``"cpu"``, ``"torch"`` or ``None`` (see :func:`resolve_backend`; resolved for
-            ``x.device``).
+        backend: ``"cpu"``, ``"cuda"``, ``"triton"``, ``"torch"`` or ``None`` (see
+            :func:`resolve_backend`; resolved for ``x.device``).
         in_features: optional; if given, ``x.shape[-1]`` is checked against it.
         transpose: optional cached ``(t_crow, t_col, t_perm)`` of ``W`` from :func:`csr_transpose`
-            (``"cpu"`` backend): the backward then computes ``dX = dY·W`` as the forward kernel
-            over ``Wᵀ`` without transposing per call. It is checked against ``W`` (O(nnz)); a
-            stale one raises ``RuntimeError``. Ignored by the ``"torch"`` backend.
+            (kernel backends): the backward then computes ``dX = dY·W`` as the forward kernel
+            over ``Wᵀ`` without transposing per call. It is checked against ``W`` (O(nnz); on
+            the GPU once per structure); a stale one raises ``RuntimeError``. Ignored by the
+            ``"torch"`` backend.
 
     Returns:
         ``[*, out_features]``, dtype of ``x``. Differentiable w.r.t. ``x``, ``values`` and
-        ``bias``; on the ``"cpu"`` backend the backward runs ``csr_linear_backward_input``
-        (dX), ``csr_sddmm`` (dvalues) and ``bias_grad`` only for inputs that need a gradient.
+        ``bias``; on the kernel backends the backward runs ``csr_linear_backward_input``
+        (dX), ``csr_sddmm`` (dvalues) and ``bias_grad`` only for inputs that need a gradient
+        (one fused ``csr_linear_backward`` call when ``transpose`` is given).
 
     FLOPs (the formula registered for ``FlopCounterMode``): ``2·N·nnz``, ``N`` the number of
     rows of ``x`` flattened to 2-D; the bias addition is not counted (as for dense ``addmm``).
 
     Raises:
-        RuntimeError: ``x`` is 0-D or its last dim differs from ``in_features``; from the C++
-            ops: wrong dtype/device/shape of an argument, invalid CSR (``crow_indices`` not
-            monotone, wrong length or not ending at nnz; ``col_indices`` out of range).
-        ValueError: invalid backend name.
-        ImportError: backend ``"cpu"`` requested but the extension is not built.
+        RuntimeError: ``x`` is 0-D or its last dim differs from ``in_features``; the backend
+            does not fit the device or dtype (:func:`check_backend_device`); from the kernel
+            backends' ops: wrong dtype/device/shape of an argument, invalid CSR (``crow_indices``
+            not monotone, wrong length or not ending at nnz; ``col_indices`` out of range).
+        ValueError: invalid backend name; on the ``"torch"`` backend an invalid CSR triple.
+        ImportError: the backend's extension or package is missing.
     """
     if x.dim() == 0:
         raise RuntimeError("csr_linear: expected x of shape [*, in_features], got a 0-D tensor")
@@ -471,14 +577,15 @@ def bsr_linear(x: torch.Tensor, crow_indices: torch.Tensor, col_indices: torch.T
     """``y = x · Wᵀ + bias`` with ``W`` ``(out_features, in_features)`` in BSR (``b x b`` blocks).
 
     Args:
-        x: ``[*, in_features]`` float32/float64 (any leading dims, any strides).
+        x: ``[*, in_features]`` float32/float64 (``"cuda"``, ``"triton"``, ``"torch"``: also
+            float16/bfloat16; any leading dims, any strides).
         crow_indices: int64 ``[out_features / b + 1]``.
         col_indices: int64 ``[nnzb]`` (block-column indices).
         values: ``[nnzb, b, b]``, same dtype as ``x``; ``values[k, i, j] = W[br·b + i, col[k]·b + j]``.
         bias: ``[out_features]`` (same dtype) or ``None``.
         out_features: number of rows of ``W`` (divisible by ``b``).
-        backend: ``"cpu"``, ``"torch"`` or ``None`` (see :func:`resolve_backend`; resolved for
-            ``x.device``).
+        backend: ``"cpu"``, ``"cuda"``, ``"triton"``, ``"torch"`` or ``None`` (see
+            :func:`resolve_backend`; resolved for ``x.device``).
         in_features: optional; if given, ``x.shape[-1]`` is checked against it.
 
     Returns:
@@ -495,7 +602,7 @@ def bsr_linear(x: torch.Tensor, crow_indices: torch.Tensor, col_indices: torch.T
             dims not divisible by ``b``, invalid block structure (``crow_indices`` not
             monotone, wrong length or not ending at nnzb; ``col_indices`` out of range).
         ValueError: invalid backend name; on the ``"torch"`` backend an invalid BSR triple.
-        ImportError: backend ``"cpu"`` requested but the extension is not built.
+        ImportError: the backend's extension or package is missing.
     """
     if x.dim() == 0:
         raise RuntimeError("bsr_linear: expected x of shape [*, in_features], got a 0-D tensor")
@@ -882,3 +989,11 @@ def _register_bsr(ns: str = "gnnsparse") -> None:
 if _ext.available():
     _register()
     _register_bsr()
+    if triton_available():
+        # Registered now, not on first use: a FlopCounterMode or torch.compile trace that is
+        # already running when the first Triton call happens would otherwise miss the
+        # registrations (torch.utils.flop_counter imports triton anyway, so this costs ~15 ms).
+        try:
+            _triton_ops()
+        except Exception as e:  # noqa: BLE001 - reported when the backend is used
+            _triton_error = e

@@ -141,7 +141,7 @@ def test_triton_backend_counts_flops_and_rejects_stale_transpose():
                        transpose=ops.csr_transpose(other[0], other[1], 10))
     bad = col.clone()
     bad[0] = 10
-    with pytest.raises(ValueError, match="col_indices"):
+    with pytest.raises(RuntimeError, match=r"col_indices\[0\]=10 outside \[0, 10\)"):
         ops.csr_linear(x, crow, bad, values, None, 12, backend="triton")
 
 
@@ -271,3 +271,74 @@ def test_gpu_cuda_bad_input_errors():
     col[0] = 7
     with pytest.raises(RuntimeError, match="out of range"):
         torch.ops.gnnsparse.csr_linear(x, crow, col, values, None, 6)
+
+
+# ------------------------------------------------------------------------------ bad input (triton, dispatch)
+@triton_cpu
+def test_triton_checks_every_call_on_cpu_and_names_bad_arguments(monkeypatch):
+    crow, col, values = make_csr(2, 3, 1.0, dtype=torch.float32)
+    x = torch.randn(4, 3)
+    ops.csr_linear(x, crow, col, values, None, 2, backend="triton")
+    col.data[0] = 10 ** 8  # bypasses the version counter: CPU tensors are checked on every call
+    with pytest.raises(RuntimeError, match="col_indices"):
+        ops.csr_linear(x, crow, col, values, None, 2, backend="triton")
+    col.data[0] = 0
+    T = torch.ops.gnnsparse_triton
+    with pytest.raises(RuntimeError, match="csr_linear: expected x to be 2-D"):
+        T.csr_linear(torch.randn(3), crow, col, values, None, 2)
+    with pytest.raises(RuntimeError, match="give all of t_crow, t_col, t_perm or none"):
+        T.csr_linear(x, crow, col, values, None, 2, None, None, torch.arange(col.numel()))
+    with pytest.raises(RuntimeError, match="csr_linear_backward_input: values dtype torch.float32 differs"):
+        T.csr_linear_backward_input(torch.randn(4, 2, dtype=torch.float64), crow, col, values, 3)
+    with pytest.raises(RuntimeError, match="bias_grad: expected grad_out to be 2-D"):
+        T.bias_grad(torch.randn(3))
+    bcrow, bcol, bvals = make_bsr(8, 8, 4, 1.0, dtype=torch.float32)
+    with pytest.raises(RuntimeError, match=r"values must have shape \[nnzb, b, b\]"):
+        T.bsr_linear(torch.randn(2, 8), bcrow, bcol, bvals.flatten(1), None, 8)
+    with pytest.raises(RuntimeError, match="blocksize must be >= 1, got 0"):
+        T.bsr_sddmm(torch.randn(2, 8), torch.randn(2, 8), bcrow, bcol, 0)
+    with pytest.raises(RuntimeError, match="computes bfloat16 wrongly"):
+        ops.bsr_linear(torch.randn(2, 8).bfloat16(), bcrow, bcol, bvals.bfloat16(), None, 8, backend="triton")
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with pytest.raises(RuntimeError, match="TRITON_INTERPRET is now '0'"):
+        ops.check_backend_device("triton", torch.device("cuda"))
+
+
+def test_triton_registered_at_import_counts_flops_on_first_call():
+    """A FlopCounterMode opened before the first Triton call still counts it (the ops are registered
+    when gnnsparse.ops is imported, not on first use)."""
+    if not ops.triton_available() or HAS_GPU:
+        pytest.skip("Triton's interpreter on CPU")
+    import subprocess
+    import sys
+
+    code = (
+        "import os; os.environ['TRITON_INTERPRET'] = '1'\n"
+        "import torch\n"
+        "from torch.utils.flop_counter import FlopCounterMode\n"
+        "from gnnsparse import ops\n"
+        "crow = torch.tensor([0, 2, 3]); col = torch.tensor([0, 2, 1]); v = torch.randn(3)\n"
+        "with FlopCounterMode(display=False) as fc:\n"
+        "    ops.csr_linear(torch.randn(4, 3), crow, col, v, None, 2, backend='triton')\n"
+        "print('FLOPS', fc.get_total_flops())\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          cwd=str(__import__("pathlib").Path(__file__).resolve().parents[1]))
+    assert "FLOPS 24" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_bad_backend_env_is_named_and_repr_survives(monkeypatch):
+    layer = SparseLinear(4, 4, sparsity=0.5)
+    monkeypatch.setenv("GNNSPARSE_BACKEND", "gpu")
+    assert "invalid GNNSPARSE_BACKEND='gpu'" in repr(layer)
+    with pytest.raises(ValueError, match="environment variable GNNSPARSE_BACKEND='gpu' is not a backend"):
+        layer(torch.randn(2, 4))
+
+
+def test_half_layer_on_cpu_says_which_backends_take_it(monkeypatch):
+    require_extension()
+    monkeypatch.setenv("GNNSPARSE_EXECUTOR", "auto")
+    layer = SparseLinear(8, 12, sparsity=0.5, dtype=torch.float16)
+    with pytest.raises(RuntimeError, match="backend 'cpu' supports float32 and float64, got torch.float16"):
+        layer(torch.randn(5, 8, dtype=torch.float16))
+    layer.backend = "torch"
+    assert layer(torch.randn(5, 8, dtype=torch.float16)).dtype == torch.float16

@@ -44,3 +44,15 @@ def test_gpu_check_without_gpu_says_so(tmp_path):
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
     assert "no CUDA GPU visible" in json.loads(out.read_text())["error"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--budget", "nan"], "--budget must be a finite"),
+    (["--budget", "0"], "--budget must be a finite"),
+    (["--out", "/nonexistent-dir/x.json"], "does not exist or is not writable"),
+    (["--out", "/tmp"], "--out must name a JSON file"),
+])
+def test_gpu_check_bad_arguments(args, message):
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--dry-run", *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
