@@ -39,8 +39,9 @@ __global__ void bsr_fwd_simt_kernel(const T* __restrict__ x, int64_t x_rs, int64
                                     const int64_t* __restrict__ perm, const T* __restrict__ val, int b,
                                     const T* __restrict__ bias, T* __restrict__ y, int M) {
   using acc_t = at::opmath_type<T>;
-  const int o = blockIdx.y * 32 + threadIdx.x;
-  const int64_t n = (int64_t)blockIdx.x * 8 + threadIdx.y;
+  const int out_tiles = (M + 31) / 32;  // 1-D grid, output tiles fastest (X tiles shared in L2)
+  const int o = (int)(blockIdx.x % out_tiles) * 32 + threadIdx.x;
+  const int64_t n = (int64_t)(blockIdx.x / out_tiles) * 8 + threadIdx.y;
   if (o >= M || n >= N) return;
   const int br = o / b, i = o % b;
   acc_t acc = 0;
@@ -133,8 +134,9 @@ __global__ void __launch_bounds__(32 * kMmaWarps)
   __shared__ __align__(32) float Cs[kMmaWarps][kWarpNodes * kCLD];
 
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int64_t nw = (int64_t)blockIdx.x * (kWarpNodes * kMmaWarps) + warp * kWarpNodes;
-  const int ot = blockIdx.y;  // 16-wide output tile
+  const int out_tiles = M / 16;  // 1-D grid, 16-wide output tiles fastest (X tiles shared in L2)
+  const int64_t nw = (int64_t)(blockIdx.x / out_tiles) * (kWarpNodes * kMmaWarps) + warp * kWarpNodes;
+  const int ot = (int)(blockIdx.x % out_tiles);  // 16-wide output tile
   const int br = (ot * 16) / b, io = (ot * 16) % b;
   const elem* v = reinterpret_cast<const elem*>(val);
   elem* as = As[warp];
@@ -335,8 +337,9 @@ at::Tensor bsr_forward(const at::Tensor& x_in, const at::Tensor& crow, const at:
   at::Tensor bs = bias.has_value() ? bias->contiguous() : at::Tensor();
   const int64_t* pm = perm.defined() ? perm.const_data_ptr<int64_t>() : nullptr;
   if (use_mma(x.scalar_type(), b)) {
-    const dim3 grid((unsigned)ceil_div(N, kWarpNodes * kMmaWarps), (unsigned)(M / 16));
-    TORCH_CHECK(grid.y <= 65535, "bsr_linear: too many output features for one launch: ", M);
+    const int64_t blocks = ceil_div(N, kWarpNodes * kMmaWarps) * (M / 16);
+    TORCH_CHECK(blocks <= INT32_MAX, "bsr_linear: too many nodes x output features for one launch: ", N, " x ", M);
+    const dim3 grid((unsigned)blocks);
     dispatch_mma(x.scalar_type(), [&](auto tag) {
       using scalar_t = decltype(tag);
       auto launch = trans ? bsr_fwd_mma_kernel<scalar_t, true> : bsr_fwd_mma_kernel<scalar_t, false>;
@@ -345,8 +348,9 @@ at::Tensor bsr_forward(const at::Tensor& x_in, const at::Tensor& crow, const at:
           bs.defined() ? bs.const_data_ptr<scalar_t>() : nullptr, y.mutable_data_ptr<scalar_t>(), (int)M);
     });
   } else {
-    const dim3 grid((unsigned)ceil_div(N, 8), (unsigned)ceil_div(M, 32));
-    TORCH_CHECK(grid.y <= 65535, "bsr_linear: too many output features for one launch: ", M);
+    const int64_t blocks = ceil_div(N, 8) * ceil_div(M, 32);
+    TORCH_CHECK(blocks <= INT32_MAX, "bsr_linear: too many nodes x output features for one launch: ", N, " x ", M);
+    const dim3 grid((unsigned)blocks);
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "bsr_linear_simt", [&] {
       auto launch = trans ? bsr_fwd_simt_kernel<scalar_t, true> : bsr_fwd_simt_kernel<scalar_t, false>;
       launch<<<grid, dim3(32, 8), 0, stream()>>>(x.const_data_ptr<scalar_t>(), x.stride(0), N,

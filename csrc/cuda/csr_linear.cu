@@ -2,7 +2,8 @@
 // gradient dX = dY · W (the same kernel over Wᵀ) and the fused backward.
 //
 // Kernel design (row-split SpMM over node tiles, after Sputnik's building blocks):
-//   * a thread block owns TN nodes (64; 32 for float64) and kTO = 128 consecutive rows of W;
+//   * a thread block owns TN nodes (64; 32 for float64) and kTO = 128 consecutive rows of W; the
+//     blocks of one node tile are consecutive in the (1-D) grid, so X is read from HBM about once;
 //   * the input features are walked in chunks of kTK = 64: the X tile [TN, kTK] is loaded
 //     coalesced and stored transposed in shared memory (xs[k][n]), so a stored weight (c, v)
 //     updates all TN nodes of a warp from one conflict-free shared-memory row;
@@ -63,8 +64,11 @@ __global__ void __launch_bounds__(kThreads)
   __shared__ __align__(16) acc_t smem[SMEM];
 
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int64_t n0 = (int64_t)blockIdx.x * TN;
-  const int o0 = blockIdx.y * kTO;
+  // 1-D grid, row tiles fastest: the blocks that share a node tile run together, so its X tile
+  // comes from L2 for all but the first of them.
+  const int row_tiles = (M + kTO - 1) / kTO;
+  const int64_t n0 = (int64_t)(blockIdx.x / row_tiles) * TN;
+  const int o0 = (int)(blockIdx.x % row_tiles) * kTO;
 
   int p[kRPW], e[kRPW], lrow[kRPW];
   acc_t acc[kRPW][NPL];
@@ -166,8 +170,9 @@ at::Tensor csr_forward(const at::Tensor& x_in, const at::Tensor& crow, const at:
   auto v = values.contiguous();
   at::Tensor pm = perm.has_value() ? perm->contiguous() : at::Tensor();
   at::Tensor b = bias.has_value() ? bias->contiguous() : at::Tensor();
-  const dim3 grid((unsigned)ceil_div(N, x.scalar_type() == at::kDouble ? 32 : 64), (unsigned)ceil_div(M, kTO));
-  TORCH_CHECK(grid.y <= 65535, "csr_linear: too many output features for one launch: ", M);
+  const int64_t blocks = ceil_div(N, x.scalar_type() == at::kDouble ? 32 : 64) * ceil_div(M, kTO);
+  TORCH_CHECK(blocks <= INT32_MAX, "csr_linear: too many nodes x output features for one launch: ", N, " x ", M);
+  const dim3 grid((unsigned)blocks);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "csr_linear_cuda", [&] {
     csr_fwd_kernel<scalar_t><<<grid, kThreads, 0, stream()>>>(
         x.const_data_ptr<scalar_t>(), x.stride(0), N, (int)K, c.const_data_ptr<int64_t>(),
