@@ -62,7 +62,7 @@ def _cuda_wanted() -> bool:
     if torch.version.cuda is None:
         problems.append(f"torch {torch.__version__} is not a CUDA build")
     if not nvcc or not os.path.exists(nvcc):
-        problems.append("nvcc not found (set CUDA_HOME)")
+        problems.append(f"nvcc not found ({'looked at ' + nvcc if nvcc else 'not on PATH'}; set CUDA_HOME)")
     if problems and mode == "1":
         sys.exit("gnnsparse: GNNSPARSE_CUDA=1 but the CUDA extension cannot be built: " + "; ".join(problems))
     if problems:

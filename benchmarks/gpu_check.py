@@ -22,8 +22,11 @@ It
    with the environment, the build log tail, every check, every timing, speedups against dense
    (same dtype setting, same run) and the issue's targets with their verdicts.
 
-Exit status: 0 when every correctness check passed, 3 when some failed, 2 without a GPU (or bad
-arguments), 1 when gnnsparse did not load (the build log is in the JSON).
+Needs: torch (a CUDA build), nvcc and a C++ compiler (the build), triton for the Triton backend.
+
+Exit status: 0 when every correctness check passed, 3 when some failed, 2 without a GPU (nothing is
+written then) or with bad arguments, 1 when the build failed or gnnsparse did not load (the build
+log is in the JSON).
 
 ``--budget`` (seconds, default 450) bounds the whole run including the build: the timing grid
 stops when it is used up and says so in the JSON. ``--dry-run`` runs the same code on CPU with
@@ -140,7 +143,7 @@ def run_checks(report: Report, torch, ops, reference, device, backends, dtypes, 
     for backend in backends:
         ns = ops.op_namespace(backend)
         for dname in dtypes:
-            for tf32 in ([False, True] if dname == "float32" else [False]):
+            for tf32 in ([False, True] if dname == "float32" and device == "cuda" else [False]):
                 dt = getattr(torch, dname)
                 if device == "cuda":
                     torch.backends.cuda.matmul.allow_tf32 = tf32
@@ -358,7 +361,8 @@ def evaluate_targets(report: Report, big) -> None:
            cb, tb, round(1 / 1.3, 4))
     checks = report.data["checks"]
     bad = [c for c in checks if not c.get("pass")]
-    report.data["targets"].append({"target": "all ops vs reference within tolerance, every case",
+    label = " (dry run: the cpu backend and Triton's interpreter, not CUDA)" if report.data.get("dry_run") else ""
+    report.data["targets"].append({"target": "all ops vs reference within tolerance, every case" + label,
                                    "checked": len(checks), "failed": len(bad),
                                    "verdict": "met" if checks and not bad else ("missed" if bad else "not measured")})
     report.save()
@@ -387,11 +391,10 @@ def main(argv=None) -> int:
     import torch
 
     device = "cuda" if (torch.cuda.is_available() and not args.dry_run) else "cpu"
-    if device == "cpu" and not args.dry_run:
-        report.data["error"] = "no CUDA GPU visible (torch.cuda.is_available() is False); use --dry-run on CPU"
-        report.save()
-        print(report.data["error"], file=sys.stderr)
+    if device == "cpu" and not args.dry_run:  # nothing written: an earlier GPU result stays
+        print("no CUDA GPU visible (torch.cuda.is_available() is False); use --dry-run on CPU", file=sys.stderr)
         return 2
+    report.data["dry_run"] = bool(args.dry_run)
     env = {"python": platform.python_version(), "torch": torch.__version__, "torch_cuda": torch.version.cuda,
            "device": device, "cpu_count": os.cpu_count()}
     arch = None
@@ -408,8 +411,18 @@ def main(argv=None) -> int:
         env["triton"] = None
     report.data["environment"] = env
     report.save()
+    try:
+        env["commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                                       timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        env["commit"] = None
     if not args.skip_build and not args.dry_run:
         build(report, arch)
+        if report.data["build"]["returncode"] != 0:  # never test an older build by mistake
+            report.data["error"] = "the build failed (see build.log_tail); nothing was checked"
+            report.save()
+            print(report.data["error"], file=sys.stderr)
+            return 1
     sys.path.insert(0, ROOT)
     try:
         from gnnsparse import _ext, ops, reference
@@ -422,6 +435,7 @@ def main(argv=None) -> int:
         return 1
     env["cuda_kernels"] = _ext.cuda_built()
     env["cuda_kernels_error"] = _ext.cuda_error()
+    env["libraries"] = _ext.library_paths()
     backends = []
     if device == "cuda":
         backends = (["cuda"] if _ext.cuda_built() else []) + (["triton"] if env["triton"] else [])

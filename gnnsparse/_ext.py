@@ -14,7 +14,7 @@ import importlib.util
 
 import torch
 
-__all__ = ["load", "available", "cuda_built", "cuda_error", "CUDA_OPS"]
+__all__ = ["load", "available", "cuda_built", "cuda_error", "library_paths", "CUDA_OPS"]
 
 #: The ops that have a CUDA kernel when ``gnnsparse._C_cuda`` is built.
 CUDA_OPS = ("csr_linear", "csr_transpose", "csr_linear_backward_input", "csr_linear_backward", "csr_sddmm",
@@ -42,6 +42,13 @@ def load() -> None:
         return
     if _error is None:
         try:
+            import os
+
+            spec = importlib.util.find_spec("gnnsparse._C")
+            here = os.path.dirname(os.path.abspath(__file__))
+            if spec is not None and spec.origin and os.path.dirname(os.path.abspath(spec.origin)) != here:
+                # e.g. another checkout's editable install answering for a clone without a build
+                raise ImportError(f"gnnsparse._C was found at {spec.origin}, not in this package's folder {here}")
             importlib.import_module("gnnsparse._C")
             if not hasattr(torch.ops.gnnsparse, "csr_linear"):
                 raise ImportError("gnnsparse._C loaded but registered no torch.ops.gnnsparse.csr_linear")
@@ -68,18 +75,36 @@ def available() -> bool:
 
 
 def _load_cuda() -> None:
+    """Load ``gnnsparse._C_cuda`` from the folder that ``gnnsparse._C`` came from (never another
+    checkout's build that happens to be on the import path)."""
     global _cuda_loaded, _cuda_error
-    spec = importlib.util.find_spec("gnnsparse._C_cuda")
-    if spec is None:
-        _cuda_error = ImportError("gnnsparse._C_cuda is not built (no CUDA toolkit at build time, or "
-                                  "GNNSPARSE_CUDA=0); rebuild with GNNSPARSE_CUDA=1")
+    import importlib.machinery
+    import os
+    import sys
+
+    folder = os.path.dirname(sys.modules["gnnsparse._C"].__file__)
+    path = next((os.path.join(folder, "_C_cuda" + suffix) for suffix in importlib.machinery.EXTENSION_SUFFIXES
+                 if os.path.exists(os.path.join(folder, "_C_cuda" + suffix))), None)
+    if path is None:
+        _cuda_error = ImportError(f"gnnsparse._C_cuda is not built next to {sys.modules['gnnsparse._C'].__file__} "
+                                  "(no CUDA toolkit at build time, or GNNSPARSE_CUDA=0); rebuild with GNNSPARSE_CUDA=1")
         return
     try:
-        importlib.import_module("gnnsparse._C_cuda")
+        spec = importlib.util.spec_from_file_location("gnnsparse._C_cuda", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sys.modules["gnnsparse._C_cuda"] = module
     except (ImportError, OSError) as e:  # e.g. a CUDA runtime the loader cannot find
         _cuda_error = e
     else:
         _cuda_loaded = True
+
+
+def library_paths() -> dict:
+    """Files of the loaded extensions: ``{"_C": path or None, "_C_cuda": path or None}``."""
+    import sys
+
+    return {name: getattr(sys.modules.get(f"gnnsparse.{name}"), "__file__", None) for name in ("_C", "_C_cuda")}
 
 
 def cuda_built() -> bool:

@@ -102,8 +102,9 @@ def check_backend(backend: str) -> str:
 
 
 def triton_interpreting() -> bool:
-    """True when Triton kernels run in Triton's CPU interpreter (``TRITON_INTERPRET=1``)."""
-    return os.environ.get("TRITON_INTERPRET", "") == "1"
+    """True when Triton kernels run in Triton's CPU interpreter (``TRITON_INTERPRET`` set to 1,
+    true, on or yes, as triton reads it)."""
+    return os.environ.get("TRITON_INTERPRET", "").strip().lower() in ("1", "true", "on", "yes")
 
 
 def triton_available() -> bool:
@@ -116,8 +117,9 @@ def triton_available() -> bool:
 def resolve_backend(backend: str | None = None, device: torch.device | str | None = None) -> str:
     """Pick the backend for tensors on ``device``.
 
-    ``backend`` if given, else the environment variable ``GNNSPARSE_BACKEND`` if set and
-    non-empty, else by device (``None`` means CPU):
+    ``backend`` if given (a layer's ``backend=`` wins over the environment), else the environment
+    variable ``GNNSPARSE_BACKEND`` if set and non-empty (case-insensitive), else by device
+    (``None`` means CPU):
 
     * CPU: ``"cpu"`` when the C++ extension is built, else ``"torch"``;
     * CUDA: ``"cuda"`` when the CUDA kernels are built (``gnnsparse._C_cuda``), else
@@ -131,7 +133,7 @@ def resolve_backend(backend: str | None = None, device: torch.device | str | Non
         ValueError: invalid backend name (see :func:`check_backend`).
     """
     if backend is None:
-        env = os.environ.get("GNNSPARSE_BACKEND", "").strip()
+        env = os.environ.get("GNNSPARSE_BACKEND", "").strip().lower()
         if env:
             if env not in VALID_BACKENDS:
                 valid = ", ".join(repr(b) for b in VALID_BACKENDS)

@@ -33,12 +33,13 @@ import torch
 import triton
 import triton.language as tl
 
-#: True when Triton runs kernels in its CPU interpreter (``TRITON_INTERPRET=1`` at import time).
-INTERPRET: bool = os.environ.get("TRITON_INTERPRET") == "1"
+#: True when Triton runs kernels in its CPU interpreter (``TRITON_INTERPRET`` = 1/true/on/yes at
+#: import time, the values triton itself accepts).
+INTERPRET: bool = os.environ.get("TRITON_INTERPRET", "").strip().lower() in ("1", "true", "on", "yes")
 
 #: ``GNNSPARSE_TRITON_CONFIGS=one`` (read at import time) gives every kernel a single autotune
 #: config, as under the interpreter: for correctness runs, where autotuning only costs compile time.
-ONE_CONFIG: bool = INTERPRET or os.environ.get("GNNSPARSE_TRITON_CONFIGS", "").strip().lower() == "one"
+ONE_CONFIG: bool = os.environ.get("GNNSPARSE_TRITON_CONFIGS", "").strip().lower() == "one"
 
 #: Floating dtypes the Triton kernels take: float32/float16/bfloat16 accumulate in float32,
 #: float64 in float64 (:func:`acc_dtype`).
@@ -59,7 +60,7 @@ def node_configs() -> list:
     Six configs (``BLOCK_N`` 32/64/128 x ``num_warps`` 4/8) when compiling for a GPU; exactly one
     (``BLOCK_N=32, num_warps=4``) under the interpreter or with ``GNNSPARSE_TRITON_CONFIGS=one``.
     """
-    if ONE_CONFIG:
+    if INTERPRET or ONE_CONFIG:
         return [triton.Config({"BLOCK_N": 32}, num_warps=4)]
     return [triton.Config({"BLOCK_N": bn}, num_warps=nw) for bn in (32, 64, 128) for nw in (4, 8)]
 
