@@ -631,6 +631,15 @@ def bsr_linear(x: torch.Tensor, crow_indices: torch.Tensor, col_indices: torch.T
 
 # ---------------------------------------------------------------------------------------------
 # Registrations for the C++ ops (fake kernels, autograd, FLOP formulas).
+def _same_device(name, **tensors):
+    """Fake-kernel check: every given tensor on one device (a mix raises, as in the kernels)."""
+    devs = {k: t.device for k, t in tensors.items() if t is not None}
+    first = next(iter(devs.values()))
+    torch._check(all(d == first for d in devs.values()),
+                 lambda: f"{name}: all tensors must be on one device, got "
+                         + ", ".join(f"{k}={d}" for k, d in devs.items()))
+
+
 def _register(ns: str = "gnnsparse") -> None:
     """Fake kernels, autograd and FLOP formulas of the CSR ops in namespace ``ns`` (the C++ ops
     in ``gnnsparse``; the Triton ops in ``gnnsparse_triton`` have the same schemas)."""
@@ -641,13 +650,6 @@ def _register(ns: str = "gnnsparse") -> None:
     # ---- fake (meta) kernels: the same shape/dtype/device rules as the C++ checks, so that a
     # mix of meta and CPU tensors (e.g. a layer moved to "meta") raises instead of returning
     # uninitialized memory, and torch.compile traces reject what eager would reject.
-    def _same_device(name, **tensors):
-        devs = {k: t.device for k, t in tensors.items() if t is not None}
-        first = next(iter(devs.values()))
-        torch._check(all(d == first for d in devs.values()),
-                     lambda: f"{name}: all tensors must be on one device, got "
-                             + ", ".join(f"{k}={d}" for k, d in devs.items()))
-
     def _csr_fake_checks(name, crow, col, values, dtype, rows):
         torch._check(crow.dtype == torch.int64 and col.dtype == torch.int64,
                      lambda: f"{name}: crow_indices/col_indices must be int64, got {crow.dtype}/{col.dtype}")
@@ -847,13 +849,6 @@ def _register_bsr(ns: str = "gnnsparse") -> None:
     from torch.utils.flop_counter import register_flop_formula
 
     ops = getattr(torch.ops, ns)
-
-    def _same_device(name, **tensors):
-        devs = {k: t.device for k, t in tensors.items() if t is not None}
-        first = next(iter(devs.values()))
-        torch._check(all(d == first for d in devs.values()),
-                     lambda: f"{name}: all tensors must be on one device, got "
-                             + ", ".join(f"{k}={d}" for k, d in devs.items()))
 
     def _bsr_fake_checks(name, crow, col, values, dtype, out_f, in_f, b):
         torch._check(crow.dtype == torch.int64 and col.dtype == torch.int64,
