@@ -25,7 +25,8 @@ Every data line of a file must have the same number of columns.  Node ids
 (``[+-]?[0-9]+``; ``1_0`` is refused) within int64.  Files must be regular
 files holding ASCII/UTF-8 text (NUL bytes, UTF-16 and undecodable bytes
 outside comment lines are refused); a corrupt or truncated ``.gz`` is
-refused as such.  Violations raise
+refused as such. A ``.zip`` archive holding exactly one ``.edges``/``.txt`` member (as Network
+Repository distributes ``ia-enron-email-dynamic``) is read as that member.  Violations raise
 :class:`~gnnsparse.data.errors.DataError` naming the file and the 1-based line
 number; a file without any data line raises ``DataError`` naming the file.
 """
@@ -38,6 +39,7 @@ import gzip
 import os
 import re
 import stat
+import zipfile
 import zlib
 from itertools import compress
 from dataclasses import dataclass
@@ -117,13 +119,29 @@ def check_regular_file(path: Path, kind: str = "a data file") -> None:
         raise DataError(f"{path} is not a regular file (expected {kind})")
 
 
+def _read_zip_member(path: Path, fh) -> bytes:
+    """The one data member of a zip archive (Network Repository ships ``.edges`` files zipped)."""
+    try:
+        with zipfile.ZipFile(fh) as zf:
+            members = [i for i in zf.infolist() if not i.is_dir()]
+            data = [i for i in members if i.filename.lower().endswith((".edges", ".txt", ".csv", ".tsv"))]
+            if len(data) != 1:
+                names = ", ".join(i.filename for i in members) or "none"
+                raise DataError(f"{path}: expected exactly one .edges/.txt member in the zip archive, found: {names}")
+            return zf.read(data[0])
+    except (zipfile.BadZipFile, EOFError, zlib.error) as exc:
+        raise DataError(f"{path}: not a valid zip file (corrupt or truncated: {_oneline(exc)})") from None
+
+
 def _read_bytes(path: Path, kind: str = "a data file") -> bytes:
     check_regular_file(path, kind)
     try:
         with open(path, "rb") as fh:
-            head = fh.read(2)
+            head = fh.read(4)
             fh.seek(0)
-            if head == b"\x1f\x8b":
+            if head == b"PK\x03\x04":
+                return _read_zip_member(path, fh)
+            if head[:2] == b"\x1f\x8b":
                 try:
                     with gzip.open(fh) as gz:
                         return gz.read()

@@ -21,6 +21,7 @@ from .readers import (
     read_snap_edges,
     read_snap_labels,
 )
+from .originals import ORIGINALS, find_original, read_brain_npz
 from .splits import LinkData, NodeData
 
 __all__ = [
@@ -211,6 +212,10 @@ def load_dataset(
 ):
     """Load a registry dataset (or paper alias) or an edge-list file.
 
+    A paper name (``ia-email``, ``wiki-talk``, ``stackoverflow``, ``brain``) loads the paper's
+    original file when it is under the data root (:data:`gnnsparse.data.originals.ORIGINALS`:
+    ``<root>/<folder>/<file>`` or ``<root>/<file>``), else its offline stand-in with a note.
+
     Returns a :class:`LinkData` or :class:`NodeData`.  ``task`` defaults to
     the dataset's own task; ``"link"`` on ``email-eu`` builds link prediction
     on its static edges (file order, no time).  A path is read as Network
@@ -223,6 +228,10 @@ def load_dataset(
     is_path = isinstance(name_or_path, os.PathLike)
     s = os.fspath(name_or_path)
     key = s.strip().lower()
+    if not is_path and key in ORIGINALS:
+        original = find_original(key, resolve_root(root))
+        if original is not None:  # the paper's own file is under the data root: use it
+            return _load_original(key, original, task, seed)
     if not is_path and (key in REGISTRY or key in ALIASES or not _looks_like_path(s)):
         spec, note = get_spec(s)
         paths = dataset_files(spec.name, root)
@@ -250,3 +259,20 @@ def load_dataset(
         if name.lower().endswith(suffix):
             name = name[: -len(suffix)]
     return LinkData(read_edges(path), name=name or path.name, seed=seed)
+
+
+def _load_original(name: str, path: Path, task: Optional[str], seed: int):
+    """Load paper dataset ``name`` from its original file ``path`` (see :mod:`.originals`)."""
+    o = ORIGINALS[name]
+    check_regular_file(path, "a data file")
+    task = task or o.task
+    if o.reader == "brain":
+        brain = read_brain_npz(path)
+        if task == "link":
+            return LinkData(brain.edges, name=name, seed=seed)
+        return NodeData(brain.edges, brain.label_ids, brain.labels, name=name, seed=seed, labels_path=path,
+                        features=brain.features)
+    if task == "node":
+        raise DataError(f"{path}: task='node' needs node labels; {name} is a link-prediction dataset")
+    edges = read_network_repository_edges(path) if o.reader == "networkrepository" else read_snap_edges(path)
+    return LinkData(edges, name=name, seed=seed)

@@ -387,6 +387,7 @@ class NodeData(_GraphData):
         seed: int = 0,
         note: str = "",
         labels_path=None,
+        features: Optional[np.ndarray] = None,
     ):
         self.edges = edges
         self.name = name or edges.path.name
@@ -437,6 +438,16 @@ class NodeData(_GraphData):
         self.val_mask[torch.from_numpy(va)] = True
         self.test_mask[torch.from_numpy(te)] = True
 
+        self._features = None
+        if features is not None:  # per original node id (label_ids order), as Brain.npz's attmats
+            features = np.asarray(features, dtype=np.float32)
+            if features.ndim != 2 or features.shape[0] != label_ids.size:
+                raise DataError(f"{labels_src}: features must have shape [{label_ids.size}, F] (one row per "
+                                f"labelled node), got {tuple(features.shape)}")
+            full = np.zeros((n, features.shape[1]), dtype=np.float32)
+            full[label_nodes] = features
+            self._features = torch.from_numpy(full)
+
         self.stats = {
             "lines": edges.num_lines,
             "self_loops_dropped": self_loops,
@@ -454,11 +465,14 @@ class NodeData(_GraphData):
         return self.edge_index.numpy()
 
     def node_features(self) -> torch.Tensor:
-        """FloatTensor ``[num_nodes, 2]``: ``[log1p(degree), 1.0]``.
+        """FloatTensor ``[num_nodes, F]``: the dataset's own node attributes when it has them
+        (Brain: ``attmats`` flattened, ``F = 12 * 20``), else ``[log1p(degree), 1.0]`` (``F = 2``).
 
         Degree is the number of distinct neighbours in the undirected,
         self-loop-free graph; the constant column acts as a bias input.
         """
+        if self._features is not None:
+            return self._features
         deg = self.degree.to(torch.float32)
         return torch.stack((torch.log1p(deg), torch.ones_like(deg)), dim=1)
 
