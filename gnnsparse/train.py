@@ -147,6 +147,10 @@ class _Task:
         return tuple(batch[0].shape)
 
 
+#: Evaluation pairs decoded per call (bounds the decoder's [pairs, hidden] intermediates).
+DECODE_CHUNK = 65536
+
+
 class LinkTask(_Task):
     """Link prediction on a ``LinkData``: BCE on positive pairs vs. fresh random negatives.
 
@@ -187,7 +191,10 @@ class LinkTask(_Task):
         pos, neg = getattr(self.data, f"{split}_pos"), getattr(self.data, f"{split}_neg")
         z = model.encoder(self.features, self.adj, self.seen)
         pairs = torch.cat([pos, neg], 1)
-        scores = model.decode(z, pairs).double().numpy()
+        # in chunks: the decoder's [pairs, hidden] intermediates of a large graph's evaluation
+        # pairs would not fit in memory at once (12M pairs x 128 floats = 6 GB)
+        scores = np.concatenate([model.decode(z, pairs[:, i:i + DECODE_CHUNK]).double().numpy()
+                                 for i in range(0, pairs.shape[1], DECODE_CHUNK)] or [np.zeros(0)])
         labels = np.concatenate([np.ones(pos.shape[1]), np.zeros(neg.shape[1])])
         seen = self.data.pairs_both_seen(pairs).numpy()
         model.train()
