@@ -78,7 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--task", choices=("link", "node"), default=None, help="override the dataset's task")
     c.add_argument("--sparsity", type=_sparsity, nargs="+", default=[0.5, 0.9, 0.99],
                    help="target sparsities (fractions of zero weights)")
-    c.add_argument("--model", choices=("sage", "gcn"), default=d.model, help="GraphSAGE (mean) or GCN encoder")
+    c.add_argument("--model", choices=("sage", "gcn", "paper-mlp"), default=d.model,
+                   help="GraphSAGE (mean) or GCN encoder, or paper-mlp: the paper's MLP on temporal-walk skip-gram "
+                        "embeddings of the training graph (8-dim per node for links, 64 for nodes)")
     c.add_argument("--epochs", type=_positive, default=d.epochs, help="E: epochs of dense and sparse training")
     c.add_argument("--finetune-epochs", type=_int_in(0, 2**31 - 1, "--finetune-epochs"), default=None,
                    help="train-and-prune fine-tuning epochs; unset: E // 2")

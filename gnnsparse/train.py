@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import regimes
+from . import paper, regimes
 from .flops import StepFlops, measure_flops
 from .graph import Adjacency
 from .models import build_model
@@ -37,6 +37,10 @@ __all__ = ["TrainConfig", "LinkTask", "NodeTask", "make_task", "run_dense", "run
            "run_sparse_training", "REGIMES", "sparsity_report"]
 
 REGIMES = ("dense", "train-and-prune", "sparse-training")
+
+
+#: Model names: PyG encoders (gnnsparse.models.MODELS) and the paper's MLP on walk embeddings.
+MODEL_CHOICES = ("sage", "gcn", "paper-mlp")
 
 
 @dataclass
@@ -119,6 +123,8 @@ class TrainConfig:
             raise ValueError(f"layout='bsr' needs blocksize >= 1, got {self.blocksize!r}")
         if self.layout == "csr" and self.blocksize not in (None, 1):
             raise ValueError(f"blocksize is only used with layout='bsr', got {self.blocksize!r}")
+        if self.model not in MODEL_CHOICES:
+            raise ValueError(f"model must be one of {MODEL_CHOICES}, got {self.model!r}")
         if self.executor not in ("auto", "sparse", "dense"):
             raise ValueError(f"executor must be 'auto', 'sparse' or 'dense', got {self.executor!r}")
         for name in ("prune_start", "prune_end", "update_end"):
@@ -140,6 +146,15 @@ class _Task:
         self.batch_size = batch_size
         self.features = data.node_features().float()
         self.adj = Adjacency.from_sparse_csr(data.adjacency(normalization), normalization).to_sparse_csr()
+
+    def paper_embeddings(self, src, dst, time, dim: int, seed: int) -> torch.Tensor:
+        """Walk + skip-gram embeddings of the training graph for ``--model paper-mlp`` (see
+        :mod:`gnnsparse.paper`), computed once per (dim, seed) and task; not part of training
+        FLOPs or time."""
+        cache = self.__dict__.setdefault("_paper_embeddings", {})
+        if (dim, seed) not in cache:
+            cache[(dim, seed)] = paper.graph_embeddings(src, dst, time, self.data.num_nodes, dim, seed=seed)
+        return cache[(dim, seed)]
 
     @staticmethod
     def batch_key(batch) -> tuple:
@@ -166,6 +181,9 @@ class LinkTask(_Task):
         self.seen = data.seen_mask
 
     def build_model(self, cfg: TrainConfig) -> nn.Module:
+        if cfg.model == "paper-mlp":
+            u, v = self.data.train_pos.numpy()
+            return paper.PaperLinkMLP(self.paper_embeddings(u, v, self.data.train_time.numpy(), 8, cfg.seed))
         return build_model("link", self.data.num_nodes, self.features.shape[1], cfg.hidden, cfg.model,
                            num_layers=cfg.num_layers, dropout=cfg.dropout)
 
@@ -227,6 +245,11 @@ class NodeTask(_Task):
         self.train_idx = torch.nonzero(data.train_mask).reshape(-1)
 
     def build_model(self, cfg: TrainConfig) -> nn.Module:
+        if cfg.model == "paper-mlp":
+            ei = self.data.edge_index.numpy()
+            half = ei.shape[1] // 2  # edge_index holds every (u, v) and then every (v, u)
+            emb = self.paper_embeddings(ei[0, :half], ei[1, :half], None, 64, cfg.seed)
+            return paper.PaperNodeMLP(emb, self.data.num_classes)
         return build_model("node", self.data.num_nodes, self.features.shape[1], cfg.hidden, cfg.model,
                            num_classes=self.data.num_classes, num_layers=cfg.num_layers, dropout=cfg.dropout)
 

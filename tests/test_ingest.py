@@ -1,0 +1,284 @@
+"""Tests of streaming ingestion (gnnsparse.data.ingest) and the synthetic
+sx-stackoverflow generator (gnnsparse.data.synthetic).
+
+Real files come from ``$GNNSPARSE_DATA`` (default ``../shared/data`` beside the repository); the
+streaming reader must give exactly what the whole-file reader
+:func:`gnnsparse.data.readers.read_snap_edges` gives (same edges, same
+compacted ids), also with tiny chunks that cut lines.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gnnsparse.data.errors import DataError
+from gnnsparse.data.ingest import load_edge_list
+from gnnsparse.data.readers import read_snap_edges
+from gnnsparse.data.synthetic import write_synthetic_sx
+
+DATA = Path(os.environ.get("GNNSPARSE_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
+SX = DATA / "snap" / "sx-mathoverflow.txt.gz"
+EU = DATA / "snap" / "email-Eu-core-temporal.txt.gz"
+EU_STATIC = DATA / "snap" / "email-Eu-core.txt.gz"
+
+needs_data = pytest.mark.skipif(not SX.exists(), reason=f"real data not found under {DATA}")
+
+# from ../shared/data/README.md, "Facts counted from the files"
+FACTS = {
+    SX: dict(lines=506_550, nodes=24_818, self_loops=116_109, pairs=239_978),
+    EU: dict(lines=332_334, nodes=986, self_loops=0, pairs=24_929),
+}
+
+
+def _same(g, r):
+    assert g.src.dtype == np.int32 and g.dst.dtype == np.int32
+    assert g.node_ids.dtype == np.int64
+    np.testing.assert_array_equal(g.src, r.src)
+    np.testing.assert_array_equal(g.dst, r.dst)
+    np.testing.assert_array_equal(g.node_ids, r.node_ids)
+    if r.t is None:
+        assert g.t is None
+    else:
+        assert g.t.dtype == np.int64
+        np.testing.assert_array_equal(g.t, r.t)
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return {p: read_snap_edges(p) for p in (SX, EU, EU_STATIC) if p.exists()}
+
+
+@needs_data
+@pytest.mark.parametrize("name", ["sx", "eu", "eu_static"])
+@pytest.mark.parametrize("chunk", [64 << 20, 4093])
+def test_matches_readers(reference, name, chunk):
+    path = {"sx": SX, "eu": EU, "eu_static": EU_STATIC}[name]
+    g = load_edge_list(path, cache=False, chunk_bytes=chunk)
+    _same(g, reference[path])
+    if chunk < 1 << 20:
+        assert g.stats["chunks"] > 10
+    facts = FACTS.get(path)
+    if facts:
+        assert g.num_edges == facts["lines"] and g.num_nodes == facts["nodes"]
+        assert int(np.count_nonzero(g.src == g.dst)) == facts["self_loops"]
+        u, v = g.static_edges(directed=True)
+        assert u.size == facts["pairs"]
+
+
+@needs_data
+def test_views(reference):
+    g = load_edge_list(SX, cache=False)
+    r = reference[SX]
+    order = np.argsort(r.t, kind="stable")
+    s, d, t = g.temporal_edges()
+    np.testing.assert_array_equal(t, r.t[order])
+    np.testing.assert_array_equal(s, r.src[order])
+    np.testing.assert_array_equal(d, r.dst[order])
+    assert np.all(np.diff(t) >= 0)
+    u, v = g.static_edges(directed=False, self_loops=False)
+    a, b = np.minimum(r.src, r.dst), np.maximum(r.src, r.dst)
+    keep = a != b
+    expect = np.unique(a[keep] * r.num_nodes + b[keep])
+    np.testing.assert_array_equal(u.astype(np.int64) * r.num_nodes + v, expect)
+    assert np.all(u < v)
+    np.testing.assert_array_equal(g.original_src(), r.original_src())
+
+
+def test_static_only_file_has_no_temporal_view(tmp_path):
+    p = tmp_path / "e.txt"
+    p.write_text("5 7\n7 5\n5 7\n")
+    g = load_edge_list(p, cache=False)
+    assert g.t is None
+    with pytest.raises(ValueError, match="no time column"):
+        g.temporal_edges()
+    u, v = g.static_edges()
+    assert list(zip(u.tolist(), v.tolist())) == [(0, 1), (1, 0)]
+    u, v = g.static_edges(directed=False)
+    assert list(zip(u.tolist(), v.tolist())) == [(0, 1)]
+
+
+# ---------------------------------------------------------------- cache
+
+
+def _entries(cache_dir: Path):
+    return sorted(p for p in cache_dir.rglob("*") if p.is_file())
+
+
+@needs_data
+def test_cache_hit_miss_and_invalidation(tmp_path, reference):
+    src = tmp_path / "data" / "eu.txt.gz"
+    src.parent.mkdir()
+    src.write_bytes(EU.read_bytes())
+    cache = tmp_path / "cache"
+    g1 = load_edge_list(src, cache_dir=cache)
+    assert not g1.from_cache
+    names = {p.name for p in _entries(cache)}
+    assert {"src.npy", "dst.npy", "t.npy", "node_ids.npy", "manifest.json"} <= names
+    assert not any(n.endswith(".tmp") for n in names)
+    assert sorted(os.listdir(src.parent)) == ["eu.txt.gz"]  # nothing next to the data
+    manifest = json.loads(next(cache.rglob("manifest.json")).read_text())
+    assert manifest["source"] == str(src.resolve()) and manifest["size"] == src.stat().st_size
+    g2 = load_edge_list(src, cache_dir=cache)
+    assert g2.from_cache
+    assert isinstance(g2.src, np.memmap) and not g2.src.flags.writeable
+    _same(g2, reference[EU])
+    # change the source: appended line (size and mtime change) -> re-parse
+    with open(src, "ab") as fh:
+        fh.write(gzip.compress(b"999999 0 1\n"))
+    g3 = load_edge_list(src, cache_dir=cache)
+    assert not g3.from_cache and g3.num_edges == g1.num_edges + 1
+    assert g3.node_ids[-1] == 999999
+    g4 = load_edge_list(src, cache_dir=cache)
+    assert g4.from_cache and g4.num_edges == g3.num_edges
+    # same size, new mtime -> re-parse
+    st = src.stat()
+    os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
+    assert not load_edge_list(src, cache_dir=cache).from_cache
+    assert load_edge_list(src, cache_dir=cache).from_cache
+
+
+def test_cache_env_var_corrupt_manifest_and_disabled(tmp_path, monkeypatch):
+    p = tmp_path / "e.txt"
+    p.write_text("1 2 10\n2 3 11\n")
+    env_cache = tmp_path / "envcache"
+    monkeypatch.setenv("GNNSPARSE_CACHE_DIR", str(env_cache))
+    assert not load_edge_list(p).from_cache
+    assert load_edge_list(p).from_cache
+    mf = next(env_cache.rglob("manifest.json"))
+    mf.write_text("{not json")
+    g = load_edge_list(p)
+    assert not g.from_cache and g.num_edges == 2
+    assert load_edge_list(p).from_cache
+    other = tmp_path / "none"
+    load_edge_list(p, cache_dir=other, cache=False)
+    assert not other.exists()
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def _lines(n, bad_at=None, bad=None):
+    out = []
+    for i in range(1, n + 1):
+        out.append(bad if i == bad_at else f"{i * 7919 % 100003} {i * 104729 % 99991} {1_200_000_000 + i}")
+    return ("\n".join(out) + "\n").encode()
+
+
+def _line_of(msg: str) -> int:
+    return int(msg.split(": line ", 1)[1].split(":", 1)[0])
+
+
+@pytest.mark.parametrize("gz", [False, True])
+@pytest.mark.parametrize(
+    "bad, what",
+    [
+        ("12 3x4 1200000000", "not an integer: '3x4'"),
+        ("12 34", "expected 3 columns (as on line 1), got 2"),
+        ("12 34 56 78", "expected 3 columns (as on line 1), got 4"),
+        ("-12 34 1200000000", "negative value '-12' in column 1"),
+        ("12 1_0 1200000000", "'_' separators are not allowed"),
+        ("12 99999999999999999999 1200000000", "out of the int64 range"),
+    ],
+)
+def test_bad_line_numbers_across_chunk_boundary(tmp_path, bad, what, gz):
+    bad_at = 3000
+    data = _lines(5000, bad_at, bad)
+    p = tmp_path / ("bad.txt.gz" if gz else "bad.txt")
+    p.write_bytes(gzip.compress(data) if gz else data)
+    # choose the chunk size so that a chunk boundary falls inside the bad line
+    start = sum(len(x) + 1 for x in data.split(b"\n")[: bad_at - 1])
+    chunk = start + 3
+    with pytest.raises(DataError) as ei:
+        load_edge_list(p, cache=False, chunk_bytes=chunk)
+    msg = str(ei.value)
+    assert str(p) in msg and f"line {bad_at}:" in msg and what in msg, msg
+    with pytest.raises(DataError) as ref:
+        read_snap_edges(p)
+    assert _line_of(str(ref.value)) == bad_at
+    for c in (97, 64 << 20):  # other chunkings give the same message
+        with pytest.raises(DataError) as e2:
+            load_edge_list(p, cache=False, chunk_bytes=c)
+        assert str(e2.value) == msg
+
+
+@needs_data
+def test_truncated_and_corrupt_gzip(tmp_path):
+    raw = SX.read_bytes()
+    p = tmp_path / "trunc.txt.gz"
+    p.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(DataError, match="not a valid gzip file.*truncated") as ei:
+        load_edge_list(p, cache_dir=tmp_path / "c", chunk_bytes=1 << 20)
+    assert str(p) in str(ei.value)
+    assert not (tmp_path / "c").exists() or not list((tmp_path / "c").rglob("manifest.json"))
+    q = tmp_path / "corrupt.txt.gz"
+    q.write_bytes(raw[:5000] + bytes(200) + raw[5200:])
+    with pytest.raises(DataError, match="not a valid gzip file"):
+        load_edge_list(q, cache=False)
+
+
+def test_other_refusals(tmp_path):
+    cases = {
+        "empty.txt": b"",
+        "comments.txt": b"# only\n#comments\n\n",
+        "onecol.txt": b"1\n2\n",
+        "nul.txt": b"1 2 3\n4 5\x00 6\n",
+        "latin1.txt": b"1 2 3\n4 \xe9 6\n",
+    }
+    expect = {"empty.txt": "empty file", "comments.txt": "empty file", "onecol.txt": "line 1: expected 2 or 3",
+              "nul.txt": "line 2: NUL byte", "latin1.txt": "line 2: undecodable byte"}
+    for name, data in cases.items():
+        p = tmp_path / name
+        p.write_bytes(data)
+        with pytest.raises(DataError, match=expect[name]):
+            load_edge_list(p, cache=False)
+    with pytest.raises(DataError, match="not found"):
+        load_edge_list(tmp_path / "missing.txt", cache=False)
+    with pytest.raises(DataError, match="directory"):
+        load_edge_list(tmp_path, cache=False)
+
+
+def test_formatting_variants_match_readers(tmp_path):
+    data = (b"# header \xe9 latin-1 comment\n  # indented comment\n1\t2 3\r\n\n"
+            b"40  5 +6\n7 8 9\n# mid comment\n10 0 -1\n1 2 3")  # no final newline
+    p = tmp_path / "v.txt"
+    p.write_bytes(data)
+    r = read_snap_edges(p)
+    for c in (1, 5, 13, 1 << 20):
+        _same(load_edge_list(p, cache=False, chunk_bytes=c), r)
+
+
+# ---------------------------------------------------------------- synthetic
+
+
+def test_synthetic_small(tmp_path):
+    p = write_synthetic_sx(tmp_path / "syn.txt.gz", num_nodes=500, num_edges=4000, seed=3, chunk=333)
+    with gzip.open(p, "rt") as fh:
+        first = fh.readline()
+    assert first.startswith("# SYNTHETIC")
+    g = load_edge_list(p, cache=False, chunk_bytes=1000)
+    assert g.num_edges == 4000 and g.num_nodes == 500
+    assert np.all(np.diff(g.t) >= 0)
+    _same(g, read_snap_edges(p))
+    deg = np.bincount(np.concatenate([g.src, g.dst]), minlength=g.num_nodes)
+    assert deg.min() >= 1 and deg.max() > 20 * np.median(deg)  # heavy tail
+    q = write_synthetic_sx(tmp_path / "syn2.txt.gz", num_nodes=500, num_edges=4000, seed=3, chunk=333)
+    assert gzip.decompress(p.read_bytes()) == gzip.decompress(q.read_bytes())
+    with pytest.raises(ValueError):
+        write_synthetic_sx(tmp_path / "x.gz", num_nodes=100, num_edges=10)
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["syn.txt.gz", "syn2.txt.gz"]
+
+
+def test_sparse_and_huge_ids_match_readers(tmp_path):
+    # ids beyond int32 (chunks mix int32/int64 pieces) and a sparse id space
+    # (np.unique path instead of the dense lookup table)
+    p = tmp_path / "big.txt"
+    p.write_bytes(b"1 2 5\n3000000000 1 6\n7 7 7\n" + b"4 9000000000000000000 8\n" + b"2 1 9\n")
+    r = read_snap_edges(p)
+    for c in (1, 7, 1 << 20):
+        _same(load_edge_list(p, cache=False, chunk_bytes=c), r)
