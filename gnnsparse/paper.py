@@ -47,8 +47,11 @@ def temporal_walks(src: np.ndarray, dst: np.ndarray, time: np.ndarray | None, nu
     Raises:
         ValueError: mismatched lengths, ids out of range, non-positive walk length or count.
     """
-    src = np.asarray(src, dtype=np.int64)
-    dst = np.asarray(dst, dtype=np.int64)
+    src, dst = np.asarray(src), np.asarray(dst)
+    for name, a in (("src", src), ("dst", dst)):
+        if a.size and not np.issubdtype(a.dtype, np.integer):
+            raise ValueError(f"{name} must hold integer node ids, got {a.dtype}")
+    src, dst = src.astype(np.int64), dst.astype(np.int64)
     if src.shape != dst.shape or src.ndim != 1:
         raise ValueError(f"src and dst must be 1-D of one length, got {src.shape} and {dst.shape}")
     if walk_length < 1 or walks_per_node < 1:
@@ -60,6 +63,8 @@ def temporal_walks(src: np.ndarray, dst: np.ndarray, time: np.ndarray | None, nu
         time = np.asarray(time).reshape(-1)
         if time.shape != src.shape:
             raise ValueError(f"time must have shape {src.shape}, got {time.shape}")
+        if time.size and np.issubdtype(time.dtype, np.floating) and not np.isfinite(time).all():
+            raise ValueError("time holds NaN or Inf")
         _, rank = np.unique(time, return_inverse=True)
         rank = rank.reshape(-1).astype(np.int64)
     levels = int(rank.max()) + 1 if rank.size else 1
@@ -107,7 +112,12 @@ def skipgram_embeddings(walks: np.ndarray, num_nodes: int, dim: int, *, window: 
     """
     if min(dim, window, negatives, epochs) < 1:
         raise ValueError(f"dim, window, negatives and epochs must be >= 1, got {dim}, {window}, {negatives}, {epochs}")
-    walks = np.asarray(walks, dtype=np.int64)
+    walks = np.asarray(walks)
+    if walks.ndim != 2 or not np.issubdtype(walks.dtype, np.integer):
+        raise ValueError(f"walks must be a 2-D integer array [W, L], got {walks.dtype} of shape {walks.shape}")
+    walks = walks.astype(np.int64, copy=False)
+    if walks.size and (walks.min() < -1 or walks.max() >= num_nodes):
+        raise ValueError(f"walk entries must be node ids in [0, {num_nodes}) or -1 (padding)")
     pairs = []
     for off in range(1, min(window, walks.shape[1] - 1) + 1):
         a, b = walks[:, :-off].reshape(-1), walks[:, off:].reshape(-1)

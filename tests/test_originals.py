@@ -64,7 +64,7 @@ def test_brain_npz_reader(tmp_path):
     (dict(adjs=np.zeros((3, 40, 39), np.float32)), "'adjs' must have shape \\[T, N, N\\]"),
     (dict(attmats=np.zeros((40, 2, 5), np.float32)), "'attmats' must have shape \\[N=40, T=3, F\\]"),
     (dict(labels=np.zeros((39, 4), np.float32)), "'labels' must have shape \\[N=40, C\\]"),
-    (dict(labels=np.zeros((40, 4), np.float32)), "labels must be one-hot, but row 0 has 0"),
+    (dict(labels=np.zeros((40, 4), np.float32)), r"labels must be one-hot \(0/1 with one 1 per row\), but row 0"),
     (dict(adjs=np.zeros((3, 40, 40), np.float32)), "adjs has no edges"),
 ])
 def test_brain_npz_bad_input(tmp_path, override, message):
@@ -119,3 +119,32 @@ def test_link_evaluation_decodes_in_chunks(monkeypatch):
     assert len(calls) > 1 and max(calls) <= 1000 and sum(calls) == whole["pairs"]
     for k in ("auc", "ap", "acc"):
         assert abs(chunked[k] - whole[k]) < 1e-3  # float32 matmuls round differently per batch size
+
+
+def test_adversarial_originals_inputs(tmp_path):
+    p = tmp_path / "Brain.npz"
+    np.save(tmp_path / "x.npy", np.zeros((2, 3, 3)))
+    os.replace(tmp_path / "x.npy", p)
+    with pytest.raises(DataError, match="not an .npz archive"):
+        read_brain_npz(p)
+    _brain(p, attmats=np.full((40, 3, 5), "x"))
+    with pytest.raises(DataError, match="'attmats' must be numeric"):
+        read_brain_npz(p)
+    adj = (np.random.default_rng(0).random((3, 40, 40)) < 0.1).astype(np.float32)
+    adj[0, 0, 1] = np.nan
+    _brain(p, adjs=adj)
+    with pytest.raises(DataError, match="adjs holds NaN"):
+        read_brain_npz(p)
+    lab = np.eye(4, dtype=np.float32)[np.arange(40) % 4]
+    lab[3] = [0, 0.5, 0.5, 0]
+    _brain(p, labels=lab)
+    with pytest.raises(DataError, match="labels must be one-hot .* row 3"):
+        read_brain_npz(p)
+    _brain(p, attmats=np.full((40, 3, 5), 1e300))
+    with pytest.raises(DataError, match="attmats holds NaN or Inf"):
+        read_brain_npz(p)
+    empty = tmp_path / "empty.zip"
+    with zipfile.ZipFile(empty, "w"):
+        pass
+    with pytest.raises(DataError, match="expected exactly one .edges/.txt member"):
+        read_network_repository_edges(empty)

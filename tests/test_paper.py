@@ -67,3 +67,14 @@ def test_paper_mlp_shapes_and_both_regimes():
     assert 0.0 <= out["metrics"]["test"]["accuracy"] <= 1.0 and abs(out["measured_sparsity"] - 0.9) < 0.01
     with pytest.raises(ValueError, match="model must be one of"):
         train.TrainConfig(model="mlp").validate()
+
+
+def test_bad_walk_and_edge_inputs():
+    with pytest.raises(ValueError, match="walk entries must be node ids"):
+        paper.skipgram_embeddings(np.array([[0, 7]]), 3, 4)
+    with pytest.raises(ValueError, match="2-D integer array"):
+        paper.skipgram_embeddings(np.array([0, 1]), 3, 4)
+    with pytest.raises(ValueError, match="integer node ids"):
+        paper.temporal_walks(np.array([0.7]), np.array([1.2]), None, 3)
+    with pytest.raises(ValueError, match="NaN"):
+        paper.temporal_walks(np.array([0]), np.array([1]), np.array([np.nan]), 3)

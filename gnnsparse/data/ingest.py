@@ -439,6 +439,9 @@ def _parse_general(data: bytes, st: _State):
                     extra = " ('_' separators are not allowed)" if b"_" in t else ""
                     errors.append((row, f"not an integer: {_tok(t)}{extra}"))
                     break
+                if len(t.lstrip(b"+-")) > 19:  # too long for int64 (and for int() on huge strings)
+                    errors.append((row, f"integer {_tok(t)} is out of the int64 range"))
+                    break
                 v = int(t)
                 if not -(2**63) <= v < 2**63:
                     errors.append((row, f"integer {_tok(t)} is out of the int64 range"))

@@ -105,7 +105,10 @@ def read_brain_npz(path) -> BrainData:
     path = Path(path)
     check_regular_file(path, "an .npz file")
     try:
-        with np.load(path, allow_pickle=False) as z:
+        z = np.load(path, allow_pickle=False)
+        if not isinstance(z, np.lib.npyio.NpzFile):
+            raise DataError(f"{path}: not an .npz archive (a single array); expected arrays adjs, attmats, labels")
+        with z:
             missing = [k for k in ("adjs", "attmats", "labels") if k not in z.files]
             if missing:
                 raise DataError(f"{path}: missing array(s) {', '.join(repr(k) for k in missing)} "
@@ -123,13 +126,21 @@ def read_brain_npz(path) -> BrainData:
         raise _shape_error(path, "labels", f"[N={N}, C]", lab.shape)
     if N == 0:
         raise DataError(f"{path}: no nodes (adjs has shape {tuple(adjs.shape)})")
-    row_sums = (lab != 0).sum(axis=1)
-    bad = np.flatnonzero(row_sums != 1)
+    for key, arr in (("adjs", adjs), ("attmats", att), ("labels", lab)):
+        if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+            raise DataError(f"{path}: array {key!r} must be numeric, got dtype {arr.dtype}")
+    if not np.isfinite(adjs).all():
+        raise DataError(f"{path}: adjs holds NaN or Inf")
+    zero_one = (lab == 0) | (lab == 1)
+    row_sums = (lab == 1).sum(axis=1)
+    bad = np.flatnonzero(~zero_one.all(axis=1) | (row_sums != 1))
     if bad.size:
-        raise DataError(f"{path}: labels must be one-hot, but row {int(bad[0])} has {int(row_sums[bad[0]])} "
-                        f"nonzero entries")
+        raise DataError(f"{path}: labels must be one-hot (0/1 with one 1 per row), but row {int(bad[0])} is "
+                        f"{lab[bad[0]].tolist()[:12]}")
+    with np.errstate(over="ignore"):  # values beyond float32 become inf and are refused just below
+        att = att.astype(np.float32)
     if not np.isfinite(att).all():
-        raise DataError(f"{path}: attmats holds NaN or Inf")
+        raise DataError(f"{path}: attmats holds NaN or Inf (in float32)")
     t_idx, src, dst = np.nonzero(adjs)
     if src.size == 0:
         raise DataError(f"{path}: adjs has no edges")
@@ -139,7 +150,7 @@ def read_brain_npz(path) -> BrainData:
                           node_ids=np.arange(N, dtype=np.int64), path=path)
     return BrainData(edges=edges, label_ids=np.arange(N, dtype=np.int64),
                      labels=lab.argmax(axis=1).astype(np.int64),
-                     features=att.reshape(N, -1).astype(np.float32))
+                     features=att.reshape(N, -1))
 
 
 def original_names() -> Tuple[str, ...]:

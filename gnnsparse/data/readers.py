@@ -131,6 +131,8 @@ def _read_zip_member(path: Path, fh) -> bytes:
             return zf.read(data[0])
     except (zipfile.BadZipFile, EOFError, zlib.error) as exc:
         raise DataError(f"{path}: not a valid zip file (corrupt or truncated: {_oneline(exc)})") from None
+    except (RuntimeError, NotImplementedError) as exc:  # encrypted member, unsupported compression
+        raise DataError(f"{path}: cannot read the zip member ({_oneline(exc)})") from None
 
 
 def _read_bytes(path: Path, kind: str = "a data file") -> bytes:
@@ -139,7 +141,7 @@ def _read_bytes(path: Path, kind: str = "a data file") -> bytes:
         with open(path, "rb") as fh:
             head = fh.read(4)
             fh.seek(0)
-            if head == b"PK\x03\x04":
+            if head in (b"PK\x03\x04", b"PK\x05\x06"):  # a zip archive (the second: empty)
                 return _read_zip_member(path, fh)
             if head[:2] == b"\x1f\x8b":
                 try:
