@@ -71,8 +71,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import contextlib
 import os
-import re
 import time
 import uuid
 import warnings
@@ -85,7 +85,7 @@ from typing import Optional, Union
 import numpy as np
 
 from .errors import DataError
-from .readers import check_regular_file
+from .readers import _INT_RE, _check_text, _oneline, _tok, check_regular_file
 
 __all__ = ["IngestedGraph", "load_edge_list", "default_cache_dir", "CACHE_ENV_VAR"]
 
@@ -102,7 +102,6 @@ _CLASS[10] = 3
 _CLASS[48:58] = 2
 _BLANK = np.zeros(256, dtype=bool)
 _BLANK[[9, 10, 11, 12, 13, 32]] = True
-_INT_RE = re.compile(rb"[+-]?[0-9]+")
 _POW10 = [10 ** q for q in range(19)]
 _PAD = 32  # leading pad bytes of the digit buffer (so end - q never goes below 0)
 
@@ -210,16 +209,6 @@ class IngestedGraph:
 # --------------------------------------------------------------------------
 # chunk parsing
 # --------------------------------------------------------------------------
-
-
-def _oneline(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
-def _tok(tok: bytes) -> str:
-    if len(tok) > 40:
-        return repr(tok[:30].decode("ascii", "backslashreplace")) + f"... ({len(tok)} characters)"
-    return repr(tok.decode("ascii", "backslashreplace"))
 
 
 class _State:
@@ -344,46 +333,12 @@ def _parse_fast(data: bytes, st: _State):
     return cols, nl.size
 
 
-def _check_text(data: bytes, st: _State, nl: np.ndarray, arr: np.ndarray) -> None:
-    """NUL bytes anywhere / non-UTF-8 outside comment lines -> DataError."""
-    nul = data.find(b"\x00")
-    if nul < 0 and data.isascii():
-        return
-    bad, what = None, ""
-    if nul >= 0:
-        bad, what = int(np.searchsorted(nl, nul)), "NUL byte"
-    try:
-        data.decode("utf-8")
-        utf8_ok = True
-    except UnicodeDecodeError:
-        utf8_ok = False
-    if not utf8_ok:
-        lines = np.unique(np.searchsorted(nl, np.flatnonzero(arr >= 0x80)))
-        if bad is not None:
-            lines = lines[lines < bad]
-        for ln in lines.tolist():
-            lo = int(nl[ln - 1]) + 1 if ln > 0 else 0
-            hi = int(nl[ln]) if ln < nl.size else len(data)
-            line = data[lo:hi]
-            try:
-                line.decode("utf-8")
-                continue
-            except UnicodeDecodeError as exc:
-                stripped = line.lstrip(b" \t\n\v\f\r")
-                if stripped and stripped[:1] == b"#":
-                    continue
-                bad, what = ln, f"undecodable byte 0x{line[exc.start]:02x}"
-                break
-    if bad is not None:
-        raise DataError(f"{st.path}: line {st.line0 + bad + 1}: {what}; not a UTF-8/ASCII text edge file")
-
-
 def _parse_general(data: bytes, st: _State):
     """Token-list parser with full validation (mirrors ``readers.read_table``)."""
     path = st.path
     arr = np.frombuffer(data, dtype=np.uint8)
     nl = np.flatnonzero(arr == 10)
-    _check_text(data, st, nl, arr)
+    _check_text(data, arr, nl, st.path, b"#", "an edge file", line0=st.line0)
     blank = _BLANK[arr]
     start = np.empty(arr.shape, dtype=bool)
     if arr.size:
@@ -638,20 +593,15 @@ def _atomic_save(target: Path, arr: np.ndarray) -> None:
             np.save(fh, arr, allow_pickle=False)
         os.replace(tmp, target)
     except BaseException:
-        try:
+        with contextlib.suppress(OSError):  # best-effort cleanup; the original error is raised
             os.unlink(tmp)
-        except OSError:
-            pass
         raise
 
 
 def _write_cache(entry: Path, key: dict, arrays: dict) -> None:
     entry.mkdir(parents=True, exist_ok=True)
     mf = entry / "manifest.json"
-    try:  # invalidate first: a reader never pairs a new manifest with old arrays
-        mf.unlink()
-    except FileNotFoundError:
-        pass
+    mf.unlink(missing_ok=True)  # invalidate first: a reader never pairs a new manifest with old arrays
     for name, arr in arrays.items():
         _atomic_save(entry / f"{name}.npy", arr)
     manifest = dict(key, version=_CACHE_VERSION, arrays=list(arrays),

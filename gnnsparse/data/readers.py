@@ -159,8 +159,9 @@ def _read_bytes(path: Path, kind: str = "a data file") -> bytes:
 
 
 def _check_text(data: bytes, arr: np.ndarray, newlines: np.ndarray, path: Path,
-                comment: bytes, kind: str) -> None:
-    """Refuse binary / non-UTF-8 input (UTF-16, compressed, ...), naming the line.
+                comment: bytes, kind: str, line0: int = 0) -> None:
+    """Refuse binary / non-UTF-8 input (UTF-16, compressed, ...), naming the line
+    (``line0``: lines of the file before ``data``, for chunked readers).
 
     Fast path: no NUL byte and the bytes are ASCII or valid UTF-8.  Otherwise
     (error path) the first offending line is located: a NUL byte anywhere, or
@@ -197,7 +198,7 @@ def _check_text(data: bytes, arr: np.ndarray, newlines: np.ndarray, path: Path,
                 break
     if bad_line is not None:
         noun = kind.split(" ", 1)[-1]
-        raise DataError(f"{path}: line {bad_line + 1}: {what}; not a UTF-8/ASCII text {noun}")
+        raise DataError(f"{path}: line {line0 + bad_line + 1}: {what}; not a UTF-8/ASCII text {noun}")
 
 
 def _first_bad_token(tokens: Sequence[bytes], parse) -> int:

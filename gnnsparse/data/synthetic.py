@@ -33,6 +33,7 @@ Generation (streaming, memory ~ ``chunk`` x 60 bytes + 24 bytes per node):
 from __future__ import annotations
 
 import gzip
+import contextlib
 import os
 import uuid
 from pathlib import Path
@@ -154,9 +155,7 @@ def write_synthetic_sx(
                 gz.write(_format_lines(ends[0::2], ends[1::2], t))
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(OSError):  # best-effort cleanup; the original error is raised
             os.unlink(tmp)
-        except OSError:
-            pass
         raise
     return path
