@@ -6,8 +6,9 @@ import json
 import math
 import os
 import tempfile
+from typing import Callable
 
-__all__ = ["format_table", "write_json", "plot"]
+__all__ = ["format_table", "table_cells", "write_json", "write_text", "plot"]
 
 _METRIC_COLUMNS = {
     "link": [("val", "auc", "val AUC"), ("test", "auc", "test AUC"), ("test", "ap", "test AP"),
@@ -36,13 +37,13 @@ def _agg(values, spec):
     return f"{format(mean, spec)}±{format(std, spec)}"
 
 
-def format_table(rows: list[dict], task: str) -> str:
-    """Plain-text table of result rows, one line per (regime, target sparsity).
+def table_cells(rows: list[dict], task: str, markdown: bool = False) -> tuple[list[str], list[list[str]]]:
+    """Header and cells of the result table, one row per (regime, target sparsity).
 
     Columns: regime, target and measured sparsity (structural, over sparsified layers), the task's
     validation/test metrics, executed training FLOPs (GFLOPs, multiply+add = 2), FLOPs relative to
     the dense run of the same seed, training seconds (steps only) and best epoch. With several seeds
-    each cell is ``mean±std`` (sample standard deviation) over the seeds.
+    each cell is ``mean±std`` (sample standard deviation) over the seeds (`` ± `` in markdown).
     """
     dense_flops = {r["seed"]: r["train_flops"] for r in rows if r["regime"] == "dense"}
     groups: dict = {}
@@ -51,17 +52,29 @@ def format_table(rows: list[dict], task: str) -> str:
     metric_cols = _METRIC_COLUMNS[task]
     header = ["regime", "target", "measured"] + [c[2] for c in metric_cols] + [
         "train GFLOPs", "FLOPs/dense", "train s", "best ep"]
-    table = [header]
+    sep = " ± " if markdown else "±"
+
+    def agg(values, spec):
+        return _agg(values, spec).replace("±", sep)
+
+    body = []
     for (regime, target), rs in groups.items():
         rel = [r["train_flops"] / dense_flops[r["seed"]] if dense_flops.get(r["seed"]) else float("nan")
                for r in rs]
-        table.append([
-            regime, _fmt(target, ".2f"), _agg([r["measured_sparsity"] for r in rs], ".4f"),
-            *[_agg([r["metrics"][split].get(key) for r in rs], ".4f") for split, key, _ in metric_cols],
-            _agg([r["train_flops"] / 1e9 for r in rs], ".3f"), _agg(rel, ".3f"),
-            _agg([r["train_seconds"] for r in rs], ".2f"),
+        body.append([
+            regime, _fmt(target, ".2f" if not markdown else "g"), agg([r["measured_sparsity"] for r in rs], ".4f"),
+            *[agg([r["metrics"][split].get(key) for r in rs], ".4f") for split, key, _ in metric_cols],
+            agg([r["train_flops"] / 1e9 for r in rs], ".3f"), agg(rel, ".3f"),
+            agg([r["train_seconds"] for r in rs], ".2f"),
             ",".join(str(r["best_epoch"]) for r in rs),
         ])
+    return header, body
+
+
+def format_table(rows: list[dict], task: str) -> str:
+    """Plain-text table of result rows (columns: see :func:`table_cells`)."""
+    header, body = table_cells(rows, task)
+    table = [header] + body
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
              for row in table]
@@ -69,17 +82,18 @@ def format_table(rows: list[dict], task: str) -> str:
     return "\n".join(lines)
 
 
-def write_json(path: str, payload: dict) -> None:
-    """Write ``payload`` as JSON atomically (temp file + rename)."""
+def _atomic_write(path: str, write: Callable[[str], None], suffix: str) -> None:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it to ``path``; a crash
+    never leaves a truncated file under the final name. Raises ``OSError`` naming ``path``."""
     d = os.path.dirname(os.path.abspath(path))
     try:
         os.makedirs(d, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=d, suffix=".json.tmp")
+        fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=suffix)
     except OSError as e:
         raise OSError(f"cannot write {path}: {e.strerror}") from None
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2, default=float)
+        os.close(fd)
+        write(tmp)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
@@ -88,6 +102,22 @@ def write_json(path: str, payload: dict) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def write_json(path: str, payload: dict) -> None:
+    """Write ``payload`` as JSON atomically (temp file + rename)."""
+    def write(tmp):
+        with open(tmp, "w") as f:
+            json.dump(payload, f, indent=2, default=float)
+    _atomic_write(path, write, ".json.tmp")
+
+
+def write_text(path: str, text: str) -> None:
+    """Write ``text`` (UTF-8) atomically (temp file + rename)."""
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+    _atomic_write(path, write, ".tmp")
 
 
 def plot(path: str, rows: list[dict], task: str, title: str = "") -> None:
@@ -152,7 +182,7 @@ def plot(path: str, rows: list[dict], task: str, title: str = "") -> None:
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        _atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"), ".png")
+    finally:
+        plt.close(fig)
