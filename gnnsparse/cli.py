@@ -131,21 +131,25 @@ def build_parser() -> argparse.ArgumentParser:
                                    "ia-email, wiki-talk, stackoverflow and brain found under the data root "
                                    "(the original file, else its offline stand-in), and write JSON, a markdown "
                                    "table with mean±std and verdicts on the paper's claims, and plots. Rows are "
-                                   "saved after every run: re-running the same command continues.")
-    r.add_argument("--root", default=None, help="data root; unset: $GNNSPARSE_DATA, else ../shared/data")
-    r.add_argument("--out", default="results", help="output folder")
+                                   "saved after every run and kept: re-running continues, reusing every run "
+                                   "with the same data and configuration (other options train anew; their "
+                                   "rows stay in the JSON but only the current grid is reported).")
+    r.add_argument("--root", default=None,
+                   help="data root; unset: $GNNSPARSE_DATA, else ../shared/data beside the repository")
+    r.add_argument("--out", default="results", help="output folder (not inside the data root)")
     r.add_argument("--datasets", nargs="+", choices=PAPER_DATASETS, default=list(PAPER_DATASETS),
                    help="paper datasets to run (those not under the root are skipped)")
     r.add_argument("--models", nargs="+", choices=tuple(PRESETS), default=list(GRID_MODELS),
                    help="models: GNN encoders (sage, gcn) and/or paper-mlp")
-    r.add_argument("--seeds", type=_int_in(0, 2**63 - 1, "--seeds"), nargs="+", default=[0, 1, 2])
+    r.add_argument("--seeds", type=_int_in(0, 2**63 - 1, "--seeds"), nargs="+", default=[0, 1, 2],
+                   help="seeds (model init, batch order, negatives, evaluation negatives); verdicts need >= 2")
     r.add_argument("--sparsity", type=_sparsity, nargs="+", default=list(PAPER_SPARSITIES),
-                   help="target sparsities (fractions of zero weights)")
+                   help="target sparsities in (0, 1) (fractions of zero weights)")
     r.add_argument("--epochs", type=_positive, default=None,
                    help="E for every model; unset: the preset (" + ", ".join(
                        f"{m} {p.epochs}" for m, p in PRESETS.items()) + ")")
     r.add_argument("--steps-per-epoch", type=_positive, default=None,
-                   help="batch size = training items / this; unset: the preset (" + ", ".join(
+                   help="batch size = ceil(training pairs or nodes / this), at least 32; unset: the preset (" + ", ".join(
                        f"{m} {p.steps_per_epoch}" for m, p in PRESETS.items()) + ")")
     r.add_argument("--executor", choices=("auto", "sparse", "dense"), default="sparse",
                    help="sparse: every sparsified layer runs the sparse kernels, so the executed FLOPs are the "
@@ -337,11 +341,13 @@ def _reproduce(args) -> int:
                        sparsities=args.sparsity, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
                        progress=not args.no_progress, executor=args.executor)
     v = summary["verdicts"]
-    print(f"grid finished in {summary['grid_seconds'] / 60:.1f} min: "
+    print(f"grid finished in {summary['elapsed_seconds'] / 60:.1f} min: "
           f"{', '.join(d['name'] + ' (' + d['source'] + ')' for d in summary['datasets'])}")
     for key, title in (("links", "claim 1 (links)"), ("nodes", "claim 2 (node classification)")):
         d = v[key]
         extra = f" ({d['cells_supporting']} of {d['cells']} cells support it)" if d["cells"] else ""
+        if d.get("reason"):
+            extra += f"; {d['reason']}"
         print(f"  {title}: {d['verdict']}{extra}")
     print(f"wrote {os.path.join(out, 'results.md')}, {os.path.join(out, 'summary.json')} and per-dataset JSON "
           f"and plots under {out}")

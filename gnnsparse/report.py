@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 import tempfile
 from typing import Callable
@@ -104,11 +105,23 @@ def _atomic_write(path: str, write: Callable[[str], None], suffix: str) -> None:
         raise
 
 
+def _json_safe(obj):
+    """``obj`` with NaN/inf floats replaced by ``None`` (JSON has no NaN; strict readers reject it)."""
+    if isinstance(obj, numbers.Real) and not isinstance(obj, numbers.Integral):
+        f = float(obj)
+        return f if math.isfinite(f) else None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
 def write_json(path: str, payload: dict) -> None:
-    """Write ``payload`` as JSON atomically (temp file + rename)."""
+    """Write ``payload`` as JSON atomically (temp file + rename); NaN and inf become ``null``."""
     def write(tmp):
         with open(tmp, "w") as f:
-            json.dump(payload, f, indent=2, default=float)
+            json.dump(_json_safe(payload), f, indent=2, default=float, allow_nan=False)
     _atomic_write(path, write, ".json.tmp")
 
 
@@ -136,6 +149,9 @@ def plot(path: str, rows: list[dict], task: str, title: str = "") -> None:
     styles = {"dense": ("k", "s"), "train-and-prune": ("tab:blue", "o"), "sparse-training": ("tab:red", "^")}
 
     def stats(values):
+        values = [v for v in values if v is not None and math.isfinite(v)]
+        if not values:
+            return float("nan"), 0.0
         m = sum(values) / len(values)
         sd = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
         return m, sd

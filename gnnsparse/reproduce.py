@@ -128,16 +128,40 @@ def _key(row: dict) -> tuple:
     return (row["seed"], row["regime"], float(row["target_sparsity"]))
 
 
-def _load_rows(path: Path, cfg_check: Callable[[dict], bool]) -> list[dict]:
+_ROW_FIELDS = ("seed", "regime", "target_sparsity", "config", "metrics", "train_flops")
+
+
+def _data_identity(ds: GridDataset, data) -> dict:
+    """What a results file's rows were computed on: source, file, its size and mtime, and the
+    loaded data's description (counts). Rows are reused only on the same identity."""
+    st = os.stat(ds.path)
+    return {"source": ds.source, "path": ds.path, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+            "describe": data.describe()}
+
+
+def _saved_rows(path: Path, identity: dict, log: Callable[[str], None]) -> list[dict]:
+    """Rows of an existing results file computed on the same data (any configuration); a file
+    from other data or of an unknown structure is not reused (and is replaced when written)."""
     import json
 
     if not path.exists():
         return []
     try:
         payload = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return []  # unreadable (older format): run again
-    return [r for r in payload.get("rows", []) if cfg_check(r)]
+    except (OSError, ValueError) as e:
+        log(f"ignoring unreadable {path} ({type(e).__name__}); its runs are computed again")
+        return []
+    if not isinstance(payload, dict) or not isinstance(payload.get("rows"), list):
+        log(f"ignoring {path}: not a gnnsparse reproduce results file")
+        return []
+    saved = payload.get("data")
+    if saved is None:  # written before the identity was recorded: compare what it holds
+        saved = {k: payload.get(k) for k in ("source", "path", "describe")}
+    if any(saved.get(k) != v for k, v in identity.items() if k in saved):
+        log(f"not reusing {path}: its runs were computed on other data ({saved.get('path')})")
+        return []
+    return [r for r in payload["rows"] if isinstance(r, dict) and all(k in r for k in _ROW_FIELDS)
+            and isinstance(r["config"], dict) and isinstance(r["metrics"], dict)]
 
 
 def run_grid(root, out_dir, *, datasets: Sequence[str] = PAPER_DATASETS, models: Sequence[str] = GRID_MODELS,
@@ -165,99 +189,110 @@ def run_grid(root, out_dir, *, datasets: Sequence[str] = PAPER_DATASETS, models:
     from tqdm import tqdm
 
     from . import report
-    from .data import load_dataset
+    from .data import load_dataset, resolve_root
     from .nn import _check_sparsity
     from .train import make_task, run_dense, run_sparse_training, run_train_and_prune
 
     overrides.setdefault("executor", "sparse")
     sparsities = sorted({_check_sparsity(s) for s in sparsities})
+    if sparsities and sparsities[0] == 0.0:
+        raise ValueError("sparsity 0 is the dense model (already in the grid); give sparsities in (0, 1)")
     seeds = list(dict.fromkeys(int(s) for s in seeds))
+    datasets, models = list(dict.fromkeys(datasets)), list(dict.fromkeys(models))
     for m in models:
         if m not in PRESETS:
             raise ValueError(f"model must be one of {tuple(PRESETS)}, got {m!r}")
-    if not seeds or not models:
-        raise ValueError("the grid needs at least one seed and one model")
+    if not seeds or not models or not sparsities:
+        raise ValueError("the grid needs at least one seed, one model and one sparsity")
     found, missing = find_datasets(root, datasets)
     if not found:
         raise ValueError(f"none of {', '.join(datasets)} found under the data root (originals or stand-ins)")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    data_root = resolve_root(root)
+    if out.resolve() == data_root or data_root in out.resolve().parents:
+        raise ValueError(f"refusing to write results inside the data root {data_root}; give another --out")
     for name in missing:
         log(f"skipped {name}: neither the original nor the stand-in is under the data root")
+    # load every dataset once before training anything: a broken file fails in seconds, not hours
+    identities = {}
+    for ds in found:
+        identities[ds.name] = _data_identity(ds, load_dataset(ds.name, root=root, seed=seeds[0]))
+    out.mkdir(parents=True, exist_ok=True)
     runs_per = len(seeds) * (1 + 2 * len(sparsities))
     bar = tqdm(total=len(found) * len(models) * runs_per, unit="run", disable=not progress, dynamic_ncols=True)
     t_start = time.perf_counter()
     groups = []
     try:
         for ds in found:
-            per_model: dict[str, list] = {m: [] for m in models}
+            saved: dict[str, list] = {}
             payloads: dict[str, dict] = {}
+            wanted: dict[str, list] = {m: [] for m in models}
             for seed in seeds:
                 data = load_dataset(ds.name, root=root, seed=seed)
                 items = (data.train_pos.shape[1] if data.task == "link" else int(data.train_mask.sum()))
                 for model in models:
                     cfg = grid_config(model, items, seed, epochs, steps_per_epoch, **overrides)
                     cfg.validate()
-                    path = out / ds.name / f"{model}.json"
                     want = dataclasses.asdict(cfg)
+                    path = out / ds.name / f"{model}.json"
                     if model not in payloads:
                         payloads[model] = {"dataset": ds.name, "source": ds.source, "path": ds.path,
-                                           "task": data.task, "describe": data.describe(),
-                                           "note": getattr(data, "note", ""), "model": model,
-                                           "preset": dataclasses.asdict(PRESETS[model]), "rows": []}
-                        per_model[model] = _load_rows(path, lambda r, m=model: _same_config(r, m, want))
-                    done = {_key(r) for r in per_model[model]}
+                                           "data": identities[ds.name], "task": data.task,
+                                           "describe": data.describe(), "note": getattr(data, "note", ""),
+                                           "model": model, "preset": dataclasses.asdict(PRESETS[model]), "rows": []}
+                        saved[model] = _saved_rows(path, identities[ds.name], log)
+                    reusable = {_key(r): r for r in saved[model] if r["config"] == want}
                     task = make_task(data, cfg)
                     todo = [("dense", 0.0)] + [(reg, s) for s in sparsities
                                                for reg in ("train-and-prune", "sparse-training")]
                     for regime, s in todo:
                         bar.set_description(f"{ds.name} {model} seed {seed} {regime} {s:g}")
-                        if (seed, regime, s) in done:
-                            bar.update(1)
-                            continue
-                        if regime == "dense":
-                            row = run_dense(task, cfg)
-                        elif regime == "train-and-prune":
-                            row = run_train_and_prune(task, cfg, s)
-                        else:
-                            row = run_sparse_training(task, cfg, s)
-                        row.pop("curve", None)
-                        per_model[model].append(row)
-                        payloads[model]["rows"] = per_model[model]
-                        report.write_json(str(path), payloads[model])
+                        row = reusable.get((seed, regime, s))
+                        if row is None:
+                            t0 = time.perf_counter()
+                            if regime == "dense":
+                                row = run_dense(task, cfg)
+                            elif regime == "train-and-prune":
+                                row = run_train_and_prune(task, cfg, s)
+                            else:
+                                row = run_sparse_training(task, cfg, s)
+                            row.pop("curve", None)
+                            row["wall_seconds"] = time.perf_counter() - t0
+                            saved[model].append(row)
+                            # every row computed on this data is kept (other configurations too)
+                            payloads[model]["rows"] = saved[model]
+                            report.write_json(str(path), payloads[model])
+                        wanted[model].append(row)
                         bar.update(1)
             for model in models:
-                rows = [r for r in per_model[model] if r["seed"] in seeds
-                        and (r["regime"] == "dense" or r["target_sparsity"] in sparsities)]
-                payloads[model]["rows"] = rows
+                payloads[model]["rows"] = saved[model]
                 report.write_json(str(out / ds.name / f"{model}.json"), payloads[model])
-                report.plot(str(out / f"{ds.name}-{model}.png"), rows, payloads[model]["task"],
+                group = dict(payloads[model], rows=wanted[model])
+                report.plot(str(out / f"{ds.name}-{model}.png"), wanted[model], group["task"],
                             title=f"{ds.name} ({ds.source}; {model}; seeds {','.join(map(str, seeds))})")
-                groups.append(payloads[model])
+                groups.append(group)
     finally:
         bar.close()
+    walls = [r.get("wall_seconds") for g in groups for r in g["rows"]]
     summary = {
-        "grid_seconds": time.perf_counter() - t_start,
+        "elapsed_seconds": time.perf_counter() - t_start,
+        "grid_seconds": sum(w for w in walls if w is not None),
+        "rows_without_wall_seconds": sum(w is None for w in walls),
         "datasets": [dataclasses.asdict(d) for d in found],
         "missing": missing,
         "models": list(models),
         "seeds": seeds,
         "sparsities": sparsities,
         "presets": {m: dataclasses.asdict(PRESETS[m]) for m in models},
+        "used": {m: {"epochs": epochs or PRESETS[m].epochs,
+                     "steps_per_epoch": steps_per_epoch or PRESETS[m].steps_per_epoch,
+                     "update_interval": PRESETS[m].update_interval} for m in models},
         "overrides": {"epochs": epochs, "steps_per_epoch": steps_per_epoch, **overrides},
         "verdicts": verdicts(groups),
     }
     report.write_json(str(out / "summary.json"), summary)
     report.write_text(str(out / "results.md"), markdown_report(groups, summary))
     return summary
-
-
-def _same_config(row: dict, model: str, want: dict) -> bool:
-    cfg = dict(row.get("config", {}))
-    w = dict(want)
-    cfg.pop("seed", None)
-    w.pop("seed", None)
-    return cfg == w and cfg.get("model") == model
 
 
 # ------------------------------------------------------------------------------------- verdicts
@@ -311,54 +346,64 @@ def verdicts(groups: list[dict]) -> dict:
       otherwise (accuracy within ``2 se``) it is a tie. Verdict: ``supported`` when every cell
       supports it, ``not supported`` when at least half contradict it, else ``inconclusive``.
 
-    Returns ``{"links": {...}, "nodes": {...}}`` with the verdict, the counts and every cell.
+    ``se`` is the standard error of the difference of means (sample std over seeds). A cell with
+    fewer than 2 seeds per regime has no spread: the verdict is then ``inconclusive`` whatever the
+    cells say. A cell without a finite metric (e.g. ROC-AUC of a one-class split) is reported as
+    ``no data`` and left out of the counts.
+
+    Returns ``{"links": {...}, "nodes": {...}}`` with the verdict, the counts and every cell
+    (``outcome``: ``supports``, ``does not support``, ``contradicts``, ``tie`` or ``no data``).
     """
+    eps = 1e-12  # a difference exactly on a threshold is not lost to rounding
     out = {}
     link_cells, node_cells = [], []
     for g in groups:
         for c in compare_cells(g):
             c = dict(c, dataset=g["dataset"], model=g["model"], source=g.get("source", ""))
-            if g["task"] == "link":
-                c["ok"] = bool(c["flops_ratio"] < 1 and c["delta"] >= -max(COMPARABLE_AUC, 2 * c["se"]))
-                link_cells.append(c)
-            elif c["sparsity"] >= EXTREME_SPARSITY:
-                better = c["delta"] > 2 * c["se"]
-                worse = c["delta"] < -2 * c["se"]
+            if g["task"] != "link" and c["sparsity"] < EXTREME_SPARSITY:
+                continue
+            if not (math.isfinite(c["delta"]) and math.isfinite(c["flops_ratio"])):
+                c.update(ok=False, contradicts=False, outcome="no data")
+            elif g["task"] == "link":
+                c["ok"] = bool(c["flops_ratio"] < 1 and c["delta"] >= -max(COMPARABLE_AUC, 2 * c["se"]) - eps)
+                c["contradicts"] = not c["ok"]
+                c["outcome"] = "supports" if c["ok"] else "does not support"
+            else:
+                better = c["delta"] > 2 * c["se"] + eps
+                worse = c["delta"] < -2 * c["se"] - eps
                 cheap = c["flops_ratio"] < 1 / 7
                 c["ok"] = bool(cheap and better)
                 c["contradicts"] = bool(not cheap or worse)
-                node_cells.append(c)
-    if link_cells:
-        k = sum(c["ok"] for c in link_cells)
-        n = len(link_cells)
-        v = "supported" if k >= 0.9 * n else "not supported" if k < 0.5 * n else "inconclusive"
-        out["links"] = {"claim": "sparse training reaches accuracy comparable to dense train-and-prune "
-                                 "with fewer training FLOPs (link prediction)",
-                        "verdict": v, "cells_supporting": k, "cells": n, "detail": link_cells}
-    else:
-        out["links"] = {"verdict": "not tested (no link dataset in the grid)", "cells": 0, "detail": []}
-    if node_cells:
-        k = sum(c["ok"] for c in node_cells)
-        bad = sum(c["contradicts"] for c in node_cells)
-        n = len(node_cells)
-        v = "supported" if k == n else "not supported" if bad >= 0.5 * n else "inconclusive"
-        out["nodes"] = {"claim": "at extreme sparsity sparse training needs < 1/7 of train-and-prune's "
-                                 "training FLOPs and reaches better accuracy (node classification)",
-                        "verdict": v, "cells_supporting": k, "cells_contradicting": bad, "cells": n,
-                        "detail": node_cells}
-    else:
-        out["nodes"] = {"verdict": "not tested (no node-classification dataset or no sparsity >= "
-                                   f"{EXTREME_SPARSITY:g} in the grid)", "cells": 0, "detail": []}
+                c["outcome"] = "supports" if c["ok"] else "contradicts" if c["contradicts"] else "tie"
+            (link_cells if g["task"] == "link" else node_cells).append(c)
+    claims = {
+        "links": ("sparse training reaches accuracy comparable to dense train-and-prune with fewer training "
+                  "FLOPs (link prediction)", link_cells, "no link dataset in the grid"),
+        "nodes": ("at extreme sparsity sparse training needs < 1/7 of train-and-prune's training FLOPs and "
+                  "reaches better accuracy (node classification)", node_cells,
+                  f"no node-classification dataset or no sparsity >= {EXTREME_SPARSITY:g} in the grid"),
+    }
+    for key, (claim, cells, why_not) in claims.items():
+        judged = [c for c in cells if c["outcome"] != "no data"]
+        if not judged:
+            out[key] = {"claim": claim, "verdict": f"not tested ({why_not if not cells else 'no finite metrics'})",
+                        "cells": 0, "cells_supporting": 0, "cells_contradicting": 0, "detail": cells}
+            continue
+        n, k = len(judged), sum(c["ok"] for c in judged)
+        bad = sum(c["contradicts"] for c in judged)
+        if key == "links":
+            v = "supported" if k >= 0.9 * n - eps else "not supported" if k < 0.5 * n else "inconclusive"
+        else:
+            v = "supported" if k == n else "not supported" if bad >= 0.5 * n else "inconclusive"
+        reason = ""
+        if min(c["seeds"] for c in judged) < 2:
+            v, reason = "inconclusive", "fewer than 2 seeds per cell: no spread to judge differences against"
+        out[key] = {"claim": claim, "verdict": v, "reason": reason, "cells_supporting": k,
+                    "cells_contradicting": bad, "cells": n, "detail": cells}
     return out
 
 
 # ------------------------------------------------------------------------------------- markdown
-def _pm(m: float, sd: float, spec: str = ".4f") -> str:
-    if isinstance(m, float) and math.isnan(m):
-        return "-"
-    return f"{format(m, spec)} ± {format(sd, spec)}" if sd else format(m, spec)
-
-
 def markdown_report(groups: list[dict], summary: dict) -> str:
     """The grid as markdown: one table per (dataset, model) with mean ± sample std over seeds of
     the test metric, measured sparsity, training FLOPs (multiply+add = 2) relative to dense and to
@@ -370,10 +415,11 @@ def markdown_report(groups: list[dict], summary: dict) -> str:
         "",
         f"Grid: sparsities {', '.join(f'{s:g}' for s in summary['sparsities'])}; seeds "
         f"{', '.join(map(str, summary['seeds']))}; models {', '.join(summary['models'])}; "
-        f"grid wall-clock {summary['grid_seconds'] / 60:.1f} min.",
-        "Presets (epochs, steps per epoch, ΔT): "
+        f"grid compute {summary['grid_seconds'] / 60:.1f} min (sum of the runs' wall-clock, training and "
+        f"evaluation; {summary['rows_without_wall_seconds']} runs without a recorded time).",
+        "Training length (epochs, steps per epoch, ΔT): "
         + "; ".join(f"{m}: E={p['epochs']}, {p['steps_per_epoch']} steps/epoch, ΔT={p['update_interval']}"
-                    for m, p in summary["presets"].items())
+                    for m, p in summary["used"].items())
         + ". Train-and-prune: E dense epochs with gradual magnitude pruning + E//2 fine-tuning epochs; "
           "sparse training: E epochs of RigL. Model selection on validation; test metrics of the "
           "selected epoch. FLOPs are executed training FLOPs (multiply+add = 2).",
@@ -383,7 +429,10 @@ def markdown_report(groups: list[dict], summary: dict) -> str:
         lines += [f"Not found under the data root: {', '.join(summary['missing'])}.", ""]
     for g in groups:
         metric = "ROC-AUC" if g["task"] == "link" else "accuracy"
-        lines += [f"## {g['dataset']} ({g['source']}), {g['model']}", "", g["describe"], ""]
+        cfg = g["rows"][0]["config"] if g["rows"] else {}
+        lines += [f"## {g['dataset']} ({g['source']}), {g['model']}", "", g["describe"], "",
+                  f"E={cfg.get('epochs')}, batch size {cfg.get('batch_size')}, ΔT={cfg.get('update_interval')}, "
+                  f"executor {cfg.get('executor')}.", ""]
         header, body = table_cells(g["rows"], g["task"], markdown=True)
         lines.append("| " + " | ".join(header) + " |")
         lines.append("|" + "|".join("---" for _ in header) + "|")
@@ -403,12 +452,14 @@ def markdown_report(groups: list[dict], summary: dict) -> str:
             lines += [f"- **{title}**: {d['verdict']}", ""]
             continue
         counts = f"{d['cells_supporting']} of {d['cells']} cells support it"
-        if "cells_contradicting" in d:
+        if key == "nodes":
             counts += f", {d['cells_contradicting']} contradict it"
+        if d.get("reason"):
+            counts += f"; {d['reason']}"
         lines += [f"- **{title}** — {d['claim']}: **{d['verdict']}** ({counts}; rules in "
                   "`gnnsparse.reproduce.verdicts`)."]
-        lines += [f"  - {c['dataset']} {c['model']} {c['sparsity']:g}: Δ {c['delta']:+.4f} ± {c['se']:.4f}, "
-                  f"FLOPs ST/T&P {c['flops_ratio']:.3f} → {'supports' if c['ok'] else 'does not support'}"
-                  for c in d["detail"]]
+        lines += [f"  - {c['dataset']} {c['model']} {c['sparsity']:g}: Δ {c['delta']:+.4f} ± {c['se']:.4f} "
+                  f"(n={c['seeds']}), FLOPs ST/T&P {c['flops_ratio']:.3f}, ST/dense {c['flops_vs_dense']:.3f} "
+                  f"→ {c['outcome']}" for c in d["detail"]]
         lines.append("")
     return "\n".join(lines) + "\n"

@@ -97,8 +97,74 @@ def test_changed_config_is_not_reused(tmp_path, monkeypatch):
     run_grid(None, out, datasets=["ia-email"], models=["paper-mlp"], seeds=[0], sparsities=[0.5], epochs=2,
              steps_per_epoch=2, progress=False)
     assert calls == [1]
+    # the earlier configuration's rows are kept in the JSON (not reported, not lost)
     rows = json.loads((out / "ia-email" / "paper-mlp.json").read_text())["rows"]
-    assert len(rows) == 3 and {r["config"]["epochs"] for r in rows} == {2}
+    assert len(rows) == 6 and sorted(r["config"]["epochs"] for r in rows) == [1, 1, 1, 2, 2, 2]
+    assert "E=2, batch size" in (out / "results.md").read_text()
+
+
+def _tiny_root(tmp_path, name, shift=0):
+    """A root with an 'original' ia-email: the stand-in's edges zipped under the original name."""
+    import zipfile
+    root = tmp_path / name
+    (root / "networkrepository").mkdir(parents=True)
+    lines = (resolve_root(None) / "networkrepository" / "ia-enron-employees.edges").read_text().splitlines()
+    if shift:  # same counts, other timestamps: another split
+        lines = [" ".join(ln.split()[:3] + [str(int(ln.split()[3]) * (1 + shift) % 10**9)]) for ln in lines]
+    with zipfile.ZipFile(root / "networkrepository" / "ia-enron-email-dynamic.zip", "w") as z:
+        z.writestr("ia-enron-email-dynamic.edges", "\n".join(lines) + "\n")
+    return root
+
+
+def test_rows_from_other_data_are_not_reused(tmp_path):
+    out = tmp_path / "o"
+    kw = dict(datasets=["ia-email"], models=["paper-mlp"], seeds=[0], sparsities=[0.5], epochs=1,
+              steps_per_epoch=2, progress=False)
+    logs = []
+    a = run_grid(_tiny_root(tmp_path, "a"), out, **kw)
+    b = run_grid(_tiny_root(tmp_path, "b", shift=7), out, log=logs.append, **kw)
+    assert any("not reusing" in m and "other data" in m for m in logs)
+    payload = json.loads((out / "ia-email" / "paper-mlp.json").read_text())
+    assert payload["data"]["path"].startswith(str(tmp_path / "b"))
+    assert len(payload["rows"]) == 3
+    assert a["datasets"][0]["path"] != b["datasets"][0]["path"]
+
+
+def test_malformed_results_file_is_ignored(tmp_path):
+    out = tmp_path / "o"
+    (out / "brain").mkdir(parents=True)
+    logs = []
+    for bad in ("[]", '{"rows": [{"seed": 0, "regime": "dense", "target_sparsity": 0.0, "config": null}]}', "{"):
+        (out / "brain" / "paper-mlp.json").write_text(bad)
+        run_grid(None, out, datasets=["brain"], models=["paper-mlp"], seeds=[0], sparsities=[0.96875], epochs=1,
+                 steps_per_epoch=2, progress=False, log=logs.append)
+        assert len(json.loads((out / "brain" / "paper-mlp.json").read_text())["rows"]) == 3
+    assert any("not a gnnsparse reproduce results file" in m for m in logs)
+
+
+def test_bad_grids_fail_before_training(tmp_path, monkeypatch):
+    import gnnsparse.train as train
+
+    def boom(*a, **k):
+        raise AssertionError("trained before the input was checked")
+    monkeypatch.setattr(train, "run_dense", boom)
+    with pytest.raises(ValueError, match="sparsity 0 is the dense model"):
+        run_grid(None, tmp_path / "o", sparsities=[0.0, 0.5], progress=False)
+    with pytest.raises(ValueError, match="inside the data root"):
+        run_grid(None, resolve_root(None) / "results", progress=False)
+    # a broken second dataset is found before the first one trains
+    root = tmp_path / "mixed"
+    shutil.copytree(resolve_root(None), root)
+    (root / "snap" / "sx-stackoverflow.txt.gz").write_bytes(b"\x1f\x8b\x08\x00garbage")
+    with pytest.raises(DataError, match="not a valid gzip file"):
+        run_grid(root, tmp_path / "o2", datasets=["ia-email", "stackoverflow"], progress=False)
+
+
+def test_repeated_names_count_once(tmp_path):
+    s = run_grid(None, tmp_path / "o", datasets=["brain", "brain"], models=["paper-mlp", "paper-mlp"], seeds=[0],
+                 sparsities=[0.984375], epochs=1, steps_per_epoch=2, progress=False)
+    assert s["verdicts"]["nodes"]["cells"] == 1
+    assert (tmp_path / "o" / "results.md").read_text().count("## brain") == 1
 
 
 def _row(regime, s, seed, metric, flops, task="link"):
@@ -138,6 +204,20 @@ def test_verdict_rules():
            if r["regime"] == "sparse-training" and r["target_sparsity"] > 0.9 else r for r in nodes]
     assert verdicts([_group("node", tie)])["nodes"]["verdict"] == "inconclusive"
     assert verdicts([])["links"]["verdict"].startswith("not tested")
+    # one seed: no spread, so no firm verdict
+    one = [r for r in rows if r["seed"] == 0]
+    v = verdicts([_group("link", one)])
+    assert v["links"]["verdict"] == "inconclusive" and "fewer than 2 seeds" in v["links"]["reason"]
+    # exactly on the tolerance (0.70 - 0.71 in floating point) still counts as comparable
+    edge = [dict(r, metrics={"test": {"auc": 0.71 if r["regime"] == "train-and-prune" else 0.70}})
+            if r["regime"] != "dense" else r for r in rows]
+    edge = [dict(r, metrics={"test": {"auc": r["metrics"]["test"]["auc"]}}) for r in edge]
+    assert verdicts([_group("link", edge)])["links"]["verdict"] == "supported"
+    # a metric that is NaN for every seed is 'no data', not evidence against the claim
+    nan = [dict(r, metrics={"test": {"auc": float("nan")}}) if r["regime"] == "sparse-training" else r for r in rows]
+    v = verdicts([_group("link", nan)])
+    assert v["links"]["cells"] == 0 and v["links"]["detail"][0]["outcome"] == "no data"
+    assert v["links"]["verdict"].startswith("not tested")
 
 
 def test_reproduce_cli_small(tmp_path, capsys):
@@ -155,6 +235,7 @@ def test_reproduce_cli_small(tmp_path, capsys):
     (["--sparsity", "1.0"], "sparsity must be in [0, 1)"),
     (["--models", "mlp"], "invalid choice: 'mlp'"),
     (["--seeds", "-1"], "--seeds must be in"),
+    (["--sparsity", "nan"], "sparsity must be in [0, 1)"),
 ])
 def test_reproduce_bad_options(argv, needle, capsys):
     with pytest.raises(SystemExit) as e:
@@ -172,19 +253,31 @@ def test_reproduce_bad_paths(tmp_path, capsys):
     empty.mkdir()
     assert main(["reproduce", "--root", str(empty), "--out", str(tmp_path / "o"), "--no-progress"]) == 2
     assert "none of ia-email, wiki-talk, stackoverflow, brain found" in capsys.readouterr().err
+    assert main(["reproduce", "--sparsity", "0", "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+    assert "sparsity 0 is the dense model" in capsys.readouterr().err
+
+
+def test_json_never_holds_nan(tmp_path):
+    from gnnsparse import report
+    import numpy as np
+    report.write_json(str(tmp_path / "x.json"), {"a": float("nan"), "b": [np.float64("inf"), 1.5, 2]})
+    text = (tmp_path / "x.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"a": None, "b": [None, 1.5, 2]}
 
 
 def test_original_is_preferred_over_stand_in(tmp_path):
     """A root holding the paper's original file name trains on it (source 'original')."""
-    (tmp_path / "snap").mkdir()
+    root = tmp_path / "root"
+    (root / "snap").mkdir(parents=True)
     with gzip.open(resolve_root(None) / "snap" / "CollegeMsg.txt.gz", "rb") as f:
         lines = f.read().splitlines()[:3000]
-    with gzip.open(tmp_path / "snap" / "sx-stackoverflow.txt.gz", "wb") as f:
+    with gzip.open(root / "snap" / "sx-stackoverflow.txt.gz", "wb") as f:
         f.write(b"\n".join(lines) + b"\n")
-    summary = run_grid(tmp_path, tmp_path / "o", models=["paper-mlp"], seeds=[0], sparsities=[0.5], epochs=1,
+    summary = run_grid(root, tmp_path / "o", models=["paper-mlp"], seeds=[0], sparsities=[0.5], epochs=1,
                        steps_per_epoch=2, progress=False)
     assert summary["datasets"] == [{"name": "stackoverflow", "source": "original",
-                                    "path": str(tmp_path / "snap" / "sx-stackoverflow.txt.gz")}]
+                                    "path": str(root / "snap" / "sx-stackoverflow.txt.gz")}]
     assert summary["missing"] == ["ia-email", "wiki-talk", "brain"]
     payload = json.loads((tmp_path / "o" / "stackoverflow" / "paper-mlp.json").read_text())
     assert payload["source"] == "original" and "stand-in" not in payload["describe"]

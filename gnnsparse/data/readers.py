@@ -143,6 +143,9 @@ def _read_bytes(path: Path, kind: str = "a data file") -> bytes:
             fh.seek(0)
             if head in (b"PK\x03\x04", b"PK\x05\x06"):  # a zip archive (the second: empty)
                 return _read_zip_member(path, fh)
+            if path.name.lower().endswith(".zip"):  # named as an archive but not one: say so
+                raise DataError(f"{path}: not a valid zip file (no zip signature at the start; "
+                                f"first bytes {head!r})")
             if head[:2] == b"\x1f\x8b":
                 try:
                     with gzip.open(fh) as gz:
