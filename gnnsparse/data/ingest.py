@@ -8,13 +8,30 @@ and several per-byte arrays at once) would need tens of GB.
 Algorithm
 ---------
 1. **Stream.**  The file (plain, or gzip detected by its magic bytes) is read
-   ``chunk_bytes`` of decompressed text at a time (``gzip`` streams through
-   zlib; nothing is decompressed ahead).  Each buffer is cut after its last
-   ``\\n``; the incomplete tail is carried into the next buffer, so no line is
-   ever split.  A final line without ``\\n`` is accepted.
-2. **Parse each chunk vectorized** (no Python loop per line):
+   ``chunk_bytes`` of decompressed text at a time.  Gzip goes through
+   ``zlib.decompressobj(wbits=31)`` fed 1 MiB compressed slices with
+   ``max_length=chunk_bytes`` (bounded output per call; about 1.7x faster
+   than ``gzip.GzipFile.read`` here), members one after the other (zero
+   padding between members is skipped, as :mod:`gzip` does); a file that
+   ends inside a member is a truncated gzip (error).  Each buffer is cut
+   after its last ``\\n``; the incomplete tail is carried into the next
+   buffer, so no line is ever split.  A final line without ``\\n`` is
+   accepted.  Reading, decompression and cutting run in a worker thread
+   (``_prefetch``, 3 buffers ahead; ``GNNSPARSE_INGEST_PREFETCH=0``: same
+   thread); zlib and the C++ parser release the GIL, so with a second free
+   core the two overlap.  It does not reduce the CPU time.
+2. **Parse each chunk**, first match wins:
 
-   * fast path: ``d = byte - 48`` (uint8); if the counts of digits
+   * C++ (``torch.ops.gnnsparse.parse_edge_chunk``, csrc/io/edge_list.cpp,
+     in ``gnnsparse._C``; GIL released): one pass over the bytes, 8-byte
+     SWAR digit runs, ids narrowed to int32 per chunk and column when they
+     fit.  It accepts only what needs no message (digits, blanks, ``#``
+     comment lines without NUL, blank lines, 1..18-digit tokens, 2 or 3
+     columns as fixed by the first data line) and otherwise reports
+     "fall back" for the chunk, which then goes to the general path below.
+     Used when the extension loads (``GNNSPARSE_INGEST_CXX=0`` disables it).
+   * numpy fast path (only without the C++ parser): ``d = byte - 48``
+     (uint8); if the counts of digits
      (``d < 10``), spaces and newlines add up to the chunk length, the chunk
      holds only those (otherwise a 256-entry class table is consulted: other
      whitespace is fine, ``#`` comment lines are blanked out, anything else
@@ -36,11 +53,14 @@ Algorithm
    int64; the chunk arrays are concatenated once per column at the end,
    releasing the pieces column by column.
 3. **Compact ids.**  With ``M = max id``: if ``M + 1`` is at most
-   ``max(2**26, 16 * num_edges)`` a dense presence mask + ``cumsum`` lookup
-   table (int32, ``4 * (M + 1)`` bytes) maps ids in O(E); otherwise
-   ``np.unique`` of the concatenated ids and ``np.searchsorted`` per column.
-   Both give the same result as :func:`gnnsparse.data.readers.compact_ids`:
-   compacted ids ``0..n-1`` in the order of the sorted original ids.
+   ``max(2**26, 16 * num_edges)`` a dense presence mask + prefix count
+   lookup table (int32, ``4 * (M + 1)`` bytes) maps ids in O(E) (in C++,
+   ``torch.ops.gnnsparse.compact_edge_ids_``, in place on the int32 columns,
+   when the extension is there; else numpy ``cumsum`` and fancy indexing);
+   otherwise ``np.unique`` of the concatenated ids and ``np.searchsorted``
+   per column.  All give the same result as
+   :func:`gnnsparse.data.readers.compact_ids`: compacted ids ``0..n-1`` in
+   the order of the sorted original ids.
 4. **Cache.**  ``src.npy``, ``dst.npy``, ``t.npy`` (if timed), ``node_ids.npy``
    and ``manifest.json`` are written to ``cache_dir/<sha256(abs path)[:24]>/``,
    each atomically (temporary name + ``os.replace``), manifest last.  The
@@ -53,11 +73,11 @@ Algorithm
 
 Memory: for E edges with ids < 2**31, the result is ``16 E`` bytes (int32
 src/dst, int64 t).  The transient peak is about ``24 E`` bytes (while the time
-column is concatenated, and while ids are mapped column by column) plus one
-chunk's working set (~10x ``chunk_bytes``); freed chunk pieces are handed back
-to the OS with glibc ``malloc_trim``.  Measured on a synthetic
-sx-stackoverflow-sized file (63.5M lines, 2.6M nodes): peak RSS 1.96 GB
-including ~0.5 GB for the interpreter with numpy and torch imported.
+column is concatenated) plus a few chunks (the prefetch queue; with the numpy
+parser one chunk's working set is ~10x ``chunk_bytes``); freed chunk pieces
+are handed back to the OS with glibc ``malloc_trim``.
+
+MEASURED
 
 Validation rules are those of :func:`gnnsparse.data.readers.read_snap_edges`:
 ``#`` comment lines (first non-blank character ``#``), blank lines skipped,
@@ -426,6 +446,7 @@ def _ids_small(col: np.ndarray) -> np.ndarray:
 
 
 _GZIP_IN_BYTES = _MiB  # compressed bytes handed to zlib per call
+_PIECE_BYTES = 64 << 10  # decompressed bytes per zlib call
 _TRUNCATED = "Compressed file ended before the end-of-stream marker was reached"
 
 
@@ -464,28 +485,72 @@ def _gunzip_blocks(fh, out_bytes: int):
         raise EOFError(_TRUNCATED)
 
 
-def _stream_chunks(path: Path, chunk_bytes: int):
-    """Yield decompressed text buffers (``bytearray``), each ending with ``\\n``.
+def _buffer_bytes(chunk_bytes: int) -> int:
+    return chunk_bytes + min(_PIECE_BYTES, chunk_bytes) + 1
 
-    Each buffer holds whole lines: the text after the last ``\\n`` of a block
-    is carried into the next buffer (and a final line without ``\\n`` gets one).
+
+class _BufferPool:
+    """Recycled ``bytearray`` chunk buffers (fresh multi-MiB buffers per chunk
+    cost page faults: about a fifth of the CPU time at full size)."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.free: list = []
+
+    def get(self) -> bytearray:
+        try:
+            return self.free.pop()  # list.pop/append are atomic under the GIL
+        except IndexError:
+            return bytearray(self.size)
+
+    def put(self, buf: bytearray) -> None:
+        if len(buf) == self.size and len(self.free) < 8:
+            self.free.append(buf)
+
+
+def _stream_chunks(path: Path, chunk_bytes: int, pool: Optional[_BufferPool] = None):
+    """Yield ``(buffer, n)``: ``buffer[:n]`` holds whole text lines ending with ``\\n``.
+
+    Decompressed (or read) pieces of <= 64 KiB are copied into ``bytearray``
+    buffers of ``chunk_bytes + 64 KiB`` taken from ``pool``; once a buffer
+    holds ``chunk_bytes`` it is cut after its last ``\\n`` and the rest is
+    carried into the next buffer, so no line is ever split (a line longer than
+    the buffer grows it).  A final line without ``\\n`` gets one.  The consumer
+    may hand a buffer back with ``pool.put`` once done with it.
     """
+    piece = min(_PIECE_BYTES, chunk_bytes)
+    if pool is None:
+        pool = _BufferPool(_buffer_bytes(chunk_bytes))
     with open(path, "rb") as fh:
         gz = fh.read(2) == b"\x1f\x8b"
         fh.seek(0)
-        blocks = _gunzip_blocks(fh, chunk_bytes) if gz else iter(lambda: fh.read(chunk_bytes), b"")
-        tail = b""
-        for block in blocks:
-            cut = block.rfind(b"\n")
-            if cut < 0:
-                tail = tail + block
-                continue
-            buf = bytearray(tail)
-            buf += memoryview(block)[: cut + 1]
-            tail = block[cut + 1:]
-            yield buf
-        if tail:
-            yield bytearray(tail + b"\n")
+        pieces = _gunzip_blocks(fh, piece) if gz else iter(lambda: fh.read(piece), b"")
+        buf, pos = pool.get(), 0
+        for block in pieces:
+            end = pos + len(block)
+            if end > len(buf):  # a line longer than the buffer
+                buf = buf + bytes(end - len(buf) + 1)
+            buf[pos:end] = block
+            pos = end
+            if pos >= chunk_bytes:
+                cut = buf.rfind(b"\n", 0, pos)
+                if cut < 0:
+                    continue
+                nxt = pool.get()
+                rest = pos - cut - 1
+                if rest > len(nxt) - piece - 1:
+                    nxt = bytearray(rest + piece + 1)
+                nxt[:rest] = memoryview(buf)[cut + 1:pos]
+                yield buf, cut + 1
+                buf, pos = nxt, rest
+        if pos:
+            if buf[pos - 1] != 10:
+                if pos == len(buf):
+                    buf.append(10)
+                else:
+                    buf[pos] = 10
+                pos += 1
+            yield buf, pos
 
 
 _END = object()
@@ -558,8 +623,8 @@ def _cxx_parser():
 _CXX = None  # None: not looked up yet; False: not available; else (torch, parse op, compact op)
 
 
-def _parse_cxx(cxx, buf: bytearray, st: _State):
-    """C++ path; returns ``(cols, nlines)`` or ``None`` to fall back."""
+def _parse_cxx(cxx, buf, st: _State):
+    """C++ path on a writable buffer; returns ``(cols, nlines)`` or ``None`` to fall back."""
     torch, parse, _ = cxx
     src, dst, t, k, nlines, first = parse(torch.from_numpy(np.frombuffer(buf, dtype=np.uint8)), st.k)
     if k < 0:
@@ -578,18 +643,28 @@ def _parse_file(path: Path, chunk_bytes: int, prefetch: bool = True):
     srcs, dsts, ts = [], [], []
     chunks = 0
     cxx = _cxx_parser()
-    stream = _stream_chunks(path, chunk_bytes)
+    pool = _BufferPool(_buffer_bytes(chunk_bytes))
+    stream = _stream_chunks(path, chunk_bytes, pool)
     if prefetch:
         stream = _prefetch(stream)
     try:
-        for buf in stream:
+        for buf, n in stream:
             chunks += 1
-            res = _parse_cxx(cxx, buf, st) if cxx is not None else None
+            view = memoryview(buf)[:n]
+            res = _parse_cxx(cxx, view, st) if cxx is not None else None
             if res is None:
-                data = bytes(buf)
+                data = bytes(view)
                 res = _parse_fast(data, st) if cxx is None else None
                 if res is None:
                     res = _parse_general(data, st)
+                del data
+            try:
+                view.release()
+            except BufferError:  # still exported somewhere: do not recycle it
+                pass
+            else:
+                pool.put(buf)  # the parsers copied what they keep
+            del buf, view
             cols, nlines = res
             if cols[0].size:
                 srcs.append(_ids_small(cols[0]))
