@@ -472,10 +472,45 @@ def test_prefetch_thread_matches_and_stops_on_error(tmp_path):
     a = ingest._parse_file(p, 997, prefetch=True)
     b = ingest._parse_file(p, 997, prefetch=False)
     for x, y in zip(a[:3], b[:3]):
-        np.testing.assert_array_equal(np.concatenate(x), np.concatenate(y))
+        np.testing.assert_array_equal(x, y)
     bad = tmp_path / "bad.txt.gz"
     bad.write_bytes(gzip.compress(_lines(50000, 20, "1 x 2")))
     before = threading.active_count()
     with pytest.raises(DataError, match="line 20: not an integer"):
         load_edge_list(bad, cache=False, chunk_bytes=1000)
     assert threading.active_count() == before
+
+
+def test_parse_into_growth_widening_and_statuses(tmp_path, monkeypatch, parser):
+    # capacity far below the row count (grows in place) and an id >= 2**31 after int32 rows
+    lines = [f"{i % 977} {(i * 31) % 1009} {i}" for i in range(30000)]
+    lines[25000] = "4000000000 5 25000"
+    p = tmp_path / "g.txt"
+    p.write_text("\n".join(lines) + "\n")
+    monkeypatch.setattr(ingest, "_size_hint", lambda path: 0)
+    ref = read_snap_edges(p)
+    for chunk in (4093, 1 << 20):
+        _same(load_edge_list(p, cache=False, chunk_bytes=chunk), ref)
+    if parser != "cxx":
+        return
+    import torch
+
+    into = torch.ops.gnnsparse.parse_edge_chunk_into
+    text = torch.frombuffer(bytearray(b"1 2 3\n4 5 6\n"), dtype=torch.uint8)
+    s, d, t = torch.zeros(4, dtype=torch.int32), torch.zeros(4, dtype=torch.int32), torch.zeros(4, dtype=torch.int64)
+    assert into(text, 0, s, d, t, 2) == (-3, 5, 2, -1)  # needs rows up to 5
+    assert into(text, 0, s, d, t, 1) == (3, 2, 2, 0)
+    assert s.tolist() == [0, 1, 4, 0] and d.tolist() == [0, 2, 5, 0] and t.tolist() == [0, 3, 6, 0]
+    big = torch.frombuffer(bytearray(b"1 2147483648 3\n"), dtype=torch.uint8)
+    assert into(big, 3, s, d, t, 0)[0] == -2
+    assert into(big, 3, s.long(), d.long(), t, 0)[:2] == (3, 1)
+    assert into(torch.frombuffer(bytearray(b"1 -2 3\n"), dtype=torch.uint8), 3, s, d, t, 0)[0] == -1
+    assert into(torch.frombuffer(bytearray(b"7 8\n"), dtype=torch.uint8), 2, s, d, torch.empty(0, dtype=torch.int64), 0) == (2, 1, 1, 0)
+    with pytest.raises(RuntimeError, match="src and dst must both be int32 or both int64"):
+        into(text, 0, s, d.long(), t, 0)
+    with pytest.raises(RuntimeError, match="t must be int64"):
+        into(text, 0, s, d, t.int(), 0)
+    with pytest.raises(RuntimeError, match="bad offset"):
+        into(text, 0, s, d, t, 5)
+    with pytest.raises(RuntimeError, match="buf must be a uint8 tensor"):
+        into(text.float(), 0, s, d, t, 0)

@@ -29,6 +29,17 @@
 //   -1 = fall back); lines = number of '\n' in buf; first_data_line = 0-based line index
 //   of the first data line in buf (-1 if none).
 //
+// gnnsparse::parse_edge_chunk_into(Tensor buf, int ncols, Tensor(a!) src, Tensor(b!) dst,
+//                                  Tensor(c!) t, int offset)
+//     -> (int ncols, int rows, int lines, int first_data_line)
+//
+//   The same parser, writing the rows at src[offset:], dst[offset:], t[offset:] (so the caller
+//   can fill one growing array per column instead of concatenating per-chunk pieces). src/dst:
+//   both int32 or both int64; t: int64 (may be empty when ncols == 2). ncols < 0 reports
+//   that nothing was written: -1 fall back (as above), -2 an id >= 2^31 does not fit int32
+//   src/dst (widen them and call again), -3 out of room: rows = the capacity needed (number of
+//   '\n' + 1 rows from offset, for t too unless ncols == 2; grow and call again).
+//
 // gnnsparse::compact_edge_ids_(Tensor(a!) src, Tensor(b!) dst, int max_id) -> Tensor node_ids
 //
 //   src/dst: int32, 1-D, contiguous, CPU, values in 0..max_id (max_id < 2^31). Rewritten in
@@ -169,34 +180,31 @@ int64_t count_newlines(const uint8_t* p, int64_t n) {
   return total;
 }
 
-Result parse_edge_chunk(const at::Tensor& buf, int64_t ncols) {
-  constexpr const char* op = "gnnsparse::parse_edge_chunk";
-  check_buf(op, buf);
-  TORCH_CHECK(ncols == 0 || ncols == 2 || ncols == 3, op, ": ncols must be 0, 2 or 3, got ", ncols);
-  const int64_t n = buf.numel();
-  const uint8_t* const begin = n ? buf.data_ptr<uint8_t>() : nullptr;
-  const uint8_t* const end = begin + n;
-
-  // Upper bound on the number of data lines: newlines + 1 (a loop the compiler vectorises).
-  const int64_t newlines = count_newlines(begin, n);
-  const int64_t max_rows = newlines + 1;
-  // src/dst are parsed into int64 scratch (narrowed at the end), t straight into its tensor.
-  thread_local std::vector<int64_t> scratch;
-  if (static_cast<int64_t>(scratch.size()) < 2 * max_rows) scratch.resize(2 * max_rows);
-  int64_t* const s_out = scratch.data();
-  int64_t* const d_out = s_out + max_rows;
-  at::Tensor t = at::empty({ncols == 2 ? 0 : max_rows}, at::TensorOptions().dtype(at::kLong));
-  int64_t* t_out = t.data_ptr<int64_t>();
-
-  int64_t k = ncols;
-  int64_t rows = 0, line = 0, first_data_line = -1;
+// Result of parse_text; k = -1: fall back (nothing else is meaningful then).
+struct Parsed {
+  int64_t k = -1, rows = 0, first = -1;
   uint64_t max_src = 0, max_dst = 0;
+};
+
+// The parser proper (see the top of the file): rows go to s_out/d_out (int64) and, for 3
+// columns, t_out, each with room for (number of '\n' + 1) values; t_out may be null when
+// ncols == 2.
+Parsed parse_text(const uint8_t* const begin, const uint8_t* const end, int64_t ncols, int64_t* s_out,
+                  int64_t* d_out, int64_t* t_out) {
+  Parsed r;
+  int64_t& k = r.k;
+  int64_t& rows = r.rows;
+  int64_t& first_data_line = r.first;
+  uint64_t& max_src = r.max_src;
+  uint64_t& max_dst = r.max_dst;
+  k = ncols;
+  int64_t line = 0;
   const uint8_t* p = begin;
   while (p < end) {
     // start of a line: skip blanks
     uint8_t cls;
     while ((cls = kClass.c[*p]) == 1) {
-      if (++p == end) goto done;
+      if (++p == end) return r;
     }
     if (cls == 3) {  // end of a blank, comment or data line
       ++line;
@@ -206,7 +214,7 @@ Result parse_edge_chunk(const at::Tensor& buf, int64_t ncols) {
     if (cls == 4) {  // comment line: skip to '\n' (a NUL anywhere is for the validating parser)
       const uint8_t* nl = static_cast<const uint8_t*>(std::memchr(p, '\n', static_cast<size_t>(end - p)));
       const uint8_t* stop = nl ? nl : end;
-      if (std::memchr(p, 0, static_cast<size_t>(stop - p))) return fallback();
+      if (std::memchr(p, 0, static_cast<size_t>(stop - p))) return Parsed{};
       p = stop;
       continue;
     }
@@ -215,11 +223,11 @@ Result parse_edge_chunk(const at::Tensor& buf, int64_t ncols) {
       uint64_t row[3];
       int64_t ntok = 0;
       for (;;) {
-        if (cls != 2 || ntok == 3) return fallback();
+        if (cls != 2 || ntok == 3) return Parsed{};
         uint64_t v;
         if (end - p >= 24) {  // room for three 8-byte loads: branch-free digit runs
           int len;
-          if (!swar_token(p, v, len)) return fallback();
+          if (!swar_token(p, v, len)) return Parsed{};
           p += len;
         } else {
           v = static_cast<uint64_t>(*p - '0');
@@ -231,7 +239,7 @@ Result parse_edge_chunk(const at::Tensor& buf, int64_t ncols) {
             v = v * 10 + d;
             ++p;
           }
-          if (p - tok > 18) return fallback();
+          if (p - tok > 18) return Parsed{};
         }
         row[ntok++] = v;
         // after a token: blanks, then '\n' / end of buffer, or the next token
@@ -239,14 +247,11 @@ Result parse_edge_chunk(const at::Tensor& buf, int64_t ncols) {
         if (p == end || cls == 3) break;
       }
       if (k == 0) {
-        if (ntok != 2 && ntok != 3) return fallback();
+        if (ntok != 2 && ntok != 3) return Parsed{};
         k = ntok;
-        if (k == 3 && t.numel() == 0) {
-          t = at::empty({max_rows}, at::TensorOptions().dtype(at::kLong));
-          t_out = t.data_ptr<int64_t>();
-        }
+        if (k == 3 && t_out == nullptr) return Parsed{};  // the caller said 2 columns
       } else if (ntok != k) {
-        return fallback();
+        return Parsed{};
       }
       if (first_data_line < 0) first_data_line = line;
       s_out[rows] = static_cast<int64_t>(row[0]);
@@ -257,11 +262,79 @@ Result parse_edge_chunk(const at::Tensor& buf, int64_t ncols) {
       ++rows;
     }
   }
-done:
-  at::Tensor src = narrow_ids(s_out, rows, max_src);
-  at::Tensor dst = narrow_ids(d_out, rows, max_dst);
-  t = k == 3 ? t.narrow(0, 0, rows) : at::empty({0}, at::TensorOptions().dtype(at::kLong));
-  return {src, dst, t, k, newlines, first_data_line};
+  return r;
+}
+
+thread_local std::vector<int64_t> tls_scratch;  // per-thread id scratch, reused across chunks
+
+int64_t* scratch_ids(int64_t max_rows) {
+  if (static_cast<int64_t>(tls_scratch.size()) < 2 * max_rows) tls_scratch.resize(2 * max_rows);
+  return tls_scratch.data();
+}
+
+Result parse_edge_chunk(const at::Tensor& buf, int64_t ncols) {
+  constexpr const char* op = "gnnsparse::parse_edge_chunk";
+  check_buf(op, buf);
+  TORCH_CHECK(ncols == 0 || ncols == 2 || ncols == 3, op, ": ncols must be 0, 2 or 3, got ", ncols);
+  const int64_t n = buf.numel();
+  const uint8_t* const begin = n ? buf.data_ptr<uint8_t>() : nullptr;
+  const int64_t newlines = count_newlines(begin, n);
+  const int64_t max_rows = newlines + 1;  // upper bound on the number of data lines
+  int64_t* const s_out = scratch_ids(max_rows);
+  int64_t* const d_out = s_out + max_rows;
+  at::Tensor t = at::empty({ncols == 2 ? 0 : max_rows}, at::TensorOptions().dtype(at::kLong));
+  const Parsed r = parse_text(begin, begin + n, ncols, s_out, d_out, ncols == 2 ? nullptr : t.data_ptr<int64_t>());
+  if (r.k < 0) return fallback();
+  at::Tensor src = narrow_ids(s_out, r.rows, r.max_src);
+  at::Tensor dst = narrow_ids(d_out, r.rows, r.max_dst);
+  t = r.k == 3 ? t.narrow(0, 0, r.rows) : at::empty({0}, at::TensorOptions().dtype(at::kLong));
+  return {src, dst, t, r.k, newlines, r.first};
+}
+
+template <typename T>
+void store_ids(const int64_t* v, int64_t n, T* out) {
+  for (int64_t i = 0; i < n; ++i) out[i] = static_cast<T>(v[i]);
+}
+
+std::tuple<int64_t, int64_t, int64_t, int64_t> parse_edge_chunk_into(const at::Tensor& buf, int64_t ncols,
+                                                                     at::Tensor src, at::Tensor dst, at::Tensor t,
+                                                                     int64_t offset) {
+  constexpr const char* op = "gnnsparse::parse_edge_chunk_into";
+  check_buf(op, buf);
+  TORCH_CHECK(ncols == 0 || ncols == 2 || ncols == 3, op, ": ncols must be 0, 2 or 3, got ", ncols);
+  for (const at::Tensor* x : {&src, &dst, &t}) {
+    TORCH_CHECK(x->device().is_cpu() && x->dim() == 1 && x->is_contiguous(), op,
+                ": src, dst and t must be 1-D contiguous CPU tensors");
+  }
+  TORCH_CHECK(src.scalar_type() == dst.scalar_type() &&
+                  (src.scalar_type() == at::kInt || src.scalar_type() == at::kLong),
+              op, ": src and dst must both be int32 or both int64, got ", src.scalar_type(), " and ",
+              dst.scalar_type());
+  TORCH_CHECK(t.scalar_type() == at::kLong, op, ": t must be int64, got ", t.scalar_type());
+  TORCH_CHECK(offset >= 0 && offset <= src.numel() && src.numel() == dst.numel(), op,
+              ": bad offset ", offset, " for src/dst of ", src.numel(), "/", dst.numel(), " rows");
+  const int64_t n = buf.numel();
+  const uint8_t* const begin = n ? buf.data_ptr<uint8_t>() : nullptr;
+  const int64_t newlines = count_newlines(begin, n);
+  const int64_t max_rows = newlines + 1;
+  const bool need_t = ncols != 2;
+  if (src.numel() - offset < max_rows || (need_t && t.numel() - offset < max_rows)) {
+    return {-3, offset + max_rows, newlines, -1};  // out of room: rows = capacity needed
+  }
+  int64_t* const s_out = scratch_ids(max_rows);
+  int64_t* const d_out = s_out + max_rows;
+  const Parsed r =
+      parse_text(begin, begin + n, ncols, s_out, d_out, need_t ? t.data_ptr<int64_t>() + offset : nullptr);
+  if (r.k < 0) return {-1, 0, newlines, -1};
+  if (src.scalar_type() == at::kInt) {
+    if (std::max(r.max_src, r.max_dst) >= (uint64_t{1} << 31)) return {-2, 0, newlines, -1};  // needs int64
+    store_ids(s_out, r.rows, src.data_ptr<int32_t>() + offset);
+    store_ids(d_out, r.rows, dst.data_ptr<int32_t>() + offset);
+  } else {
+    store_ids(s_out, r.rows, src.data_ptr<int64_t>() + offset);
+    store_ids(d_out, r.rows, dst.data_ptr<int64_t>() + offset);
+  }
+  return {r.k, r.rows, newlines, r.first};
 }
 
 at::Tensor compact_edge_ids_(at::Tensor src, at::Tensor dst, int64_t max_id) {
@@ -312,11 +385,15 @@ TORCH_LIBRARY_FRAGMENT(gnnsparse, m) {
   m.def(
       "parse_edge_chunk(Tensor buf, int ncols) -> (Tensor src, Tensor dst, Tensor t, int ncols, int lines, "
       "int first_data_line)");
+  m.def(
+      "parse_edge_chunk_into(Tensor buf, int ncols, Tensor(a!) src, Tensor(b!) dst, Tensor(c!) t, int offset) "
+      "-> (int ncols, int rows, int lines, int first_data_line)");
   m.def("compact_edge_ids_(Tensor(a!) src, Tensor(b!) dst, int max_id) -> Tensor node_ids");
 }
 
 TORCH_LIBRARY_IMPL(gnnsparse, CompositeExplicitAutograd, m) {
   m.impl("parse_edge_chunk", &parse_edge_chunk);
+  m.impl("parse_edge_chunk_into", &parse_edge_chunk_into);
   m.impl("compact_edge_ids_", &compact_edge_ids_);
 }
 

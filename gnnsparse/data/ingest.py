@@ -437,14 +437,6 @@ def _parse_general(data: bytes, st: _State):
     return cols, nl.size
 
 
-def _ids_small(col: np.ndarray) -> np.ndarray:
-    if col.dtype == np.int32:
-        return col
-    if col.size and int(col.max()) < 2**31:
-        return col.astype(np.int32)
-    return col
-
-
 _GZIP_IN_BYTES = _MiB  # compressed bytes handed to zlib per call
 _PIECE_BYTES = 64 << 10  # decompressed bytes per zlib call
 _TRUNCATED = "Compressed file ended before the end-of-stream marker was reached"
@@ -603,7 +595,8 @@ def _prefetch(gen, depth: int = 3):
 
 
 def _cxx_parser():
-    """``torch.ops.gnnsparse.parse_edge_chunk`` or None (extension missing or disabled)."""
+    """``(torch, parse_edge_chunk, compact_edge_ids_, parse_edge_chunk_into)`` from
+    ``gnnsparse._C``, or None (extension missing, or ``GNNSPARSE_INGEST_CXX=0``)."""
     global _CXX
     if _CXX is None:
         _CXX = False
@@ -614,18 +607,19 @@ def _cxx_parser():
                 _ext.load()
                 import torch
 
-                _CXX = (torch, torch.ops.gnnsparse.parse_edge_chunk, torch.ops.gnnsparse.compact_edge_ids_)
+                ops = torch.ops.gnnsparse
+                _CXX = (torch, ops.parse_edge_chunk, ops.compact_edge_ids_, ops.parse_edge_chunk_into)
             except (ImportError, AttributeError, RuntimeError):
                 _CXX = False
     return _CXX or None
 
 
-_CXX = None  # None: not looked up yet; False: not available; else (torch, parse op, compact op)
+_CXX = None  # None: not looked up yet; False: not available; else the ops
 
 
 def _parse_cxx(cxx, buf, st: _State):
     """C++ path on a writable buffer; returns ``(cols, nlines)`` or ``None`` to fall back."""
-    torch, parse, _ = cxx
+    torch, parse = cxx[0], cxx[1]
     src, dst, t, k, nlines, first = parse(torch.from_numpy(np.frombuffer(buf, dtype=np.uint8)), st.k)
     if k < 0:
         return None
@@ -638,26 +632,132 @@ def _parse_cxx(cxx, buf, st: _State):
     return cols, nlines
 
 
+class _Columns:
+    """The parsed columns, filled in place: one array per column with spare capacity.
+
+    The capacity starts at an estimate of the row count (``hint_bytes / 16``;
+    pages never written are never resident) and grows with
+    ``ndarray.resize`` (``realloc``: ``mremap`` for large blocks, no copy).
+    Ids are int32 until one does not fit (then both id columns become int64).
+    Writing in place instead of concatenating per-chunk pieces saves a copy
+    and the page faults of a second set of arrays (about ``16 E`` bytes).
+    """
+
+    def __init__(self, hint_bytes: int):
+        cap = max(1 << 12, int(hint_bytes) // 16 + 1024)
+        self.src = np.empty(cap, np.int32)
+        self.dst = np.empty(cap, np.int32)
+        self.t: Optional[np.ndarray] = np.empty(cap, np.int64)
+        self.n = 0
+
+    @property
+    def cap(self) -> int:
+        return self.src.shape[0]
+
+    def reserve(self, rows: int) -> None:
+        if rows <= self.cap:
+            return
+        cap = max(rows, self.cap + self.cap // 2)
+        for arr in (self.src, self.dst, self.t):
+            if arr is not None:
+                arr.resize(cap, refcheck=False)  # only we refer to these arrays
+
+    def widen(self) -> None:
+        for name in ("src", "dst"):
+            old = getattr(self, name)
+            new = np.empty(old.shape[0], np.int64)
+            new[: self.n] = old[: self.n]
+            setattr(self, name, new)
+
+    def drop_t(self) -> None:
+        self.t = None
+
+    def append(self, cols: list) -> None:
+        """Append numpy column arrays (the numpy parsers' output)."""
+        m = cols[0].size
+        if m == 0:
+            return
+        if self.src.dtype == np.int32 and (int(cols[0].max()) >= 2**31 or int(cols[1].max()) >= 2**31):
+            self.widen()
+        self.reserve(self.n + m)
+        self.src[self.n:self.n + m] = cols[0]
+        self.dst[self.n:self.n + m] = cols[1]
+        if len(cols) == 3:
+            self.t[self.n:self.n + m] = cols[2]
+        self.n += m
+
+    def parse_cxx(self, cxx, buf, st: _State) -> Optional[int]:
+        """Parse ``buf`` with the C++ parser straight into the columns; returns the
+        number of lines, or None to fall back (nothing was written)."""
+        torch, into = cxx[0], cxx[3]
+        text = torch.from_numpy(np.frombuffer(buf, dtype=np.uint8))
+        while True:
+            t = self.t if self.t is not None else np.empty(0, np.int64)
+            k, rows, nlines, first = into(text, st.k, torch.from_numpy(self.src), torch.from_numpy(self.dst),
+                                          torch.from_numpy(t), self.n)
+            del t
+            if k == -3:
+                self.reserve(rows)
+            elif k == -2:
+                self.widen()
+            else:
+                break
+        if k < 0:
+            return None
+        if st.k == 0 and k > 0:
+            st.k = k
+            st.first_data_line = st.line0 + first + 1
+        self.n += rows
+        return nlines
+
+    def finish(self, k: int):
+        """``(src, dst, t or None)`` trimmed to the rows (``realloc`` shrink, no copy)."""
+        out = []
+        for arr in (self.src, self.dst, self.t if k == 3 else None):
+            if arr is not None:
+                arr.resize(self.n, refcheck=False)
+            out.append(arr)
+        self.src = self.dst = self.t = None
+        return out
+
+
+def _size_hint(path: Path) -> int:
+    """Decompressed size: gzip's ISIZE trailer (exact for one member < 4 GiB), else the file size."""
+    try:
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if fh.read(2) != b"\x1f\x8b" or size < 18:
+                return size
+            fh.seek(-4, os.SEEK_END)
+            # bounded: a truncated or multi-member file has no meaningful trailer
+            return min(max(int.from_bytes(fh.read(4), "little"), size), 16 * size)
+    except OSError:
+        return 0
+
+
 def _parse_file(path: Path, chunk_bytes: int, prefetch: bool = True):
+    """Parse the whole file: ``(src, dst, t or None, chunks)`` with raw ids."""
     st = _State(path)
-    srcs, dsts, ts = [], [], []
     chunks = 0
     cxx = _cxx_parser()
     pool = _BufferPool(_buffer_bytes(chunk_bytes))
     stream = _stream_chunks(path, chunk_bytes, pool)
     if prefetch:
         stream = _prefetch(stream)
+    out = _Columns(_size_hint(path))
     try:
         for buf, n in stream:
             chunks += 1
             view = memoryview(buf)[:n]
-            res = _parse_cxx(cxx, view, st) if cxx is not None else None
-            if res is None:
+            nlines = out.parse_cxx(cxx, view, st) if cxx is not None else None
+            if nlines is None:
                 data = bytes(view)
                 res = _parse_fast(data, st) if cxx is None else None
                 if res is None:
                     res = _parse_general(data, st)
                 del data
+                cols, nlines = res
+                out.append(cols)
             try:
                 view.release()
             except BufferError:  # still exported somewhere: do not recycle it
@@ -665,12 +765,8 @@ def _parse_file(path: Path, chunk_bytes: int, prefetch: bool = True):
             else:
                 pool.put(buf)  # the parsers copied what they keep
             del buf, view
-            cols, nlines = res
-            if cols[0].size:
-                srcs.append(_ids_small(cols[0]))
-                dsts.append(_ids_small(cols[1]))
-                if st.k == 3:
-                    ts.append(cols[2])
+            if st.k == 2 and out.t is not None:
+                out.drop_t()
             st.line0 += nlines
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise DataError(
@@ -684,9 +780,12 @@ def _parse_file(path: Path, chunk_bytes: int, prefetch: bool = True):
     finally:
         if hasattr(stream, "close"):
             stream.close()
-    if not srcs:
+    if out.n == 0:
         raise DataError(f"{path}: empty file (no data lines)")
-    return srcs, dsts, ts, chunks
+    src, dst, t = out.finish(st.k)
+    del out, pool
+    _release_freed_heap()
+    return src, dst, t, chunks
 
 
 def _release_freed_heap() -> None:
@@ -710,13 +809,6 @@ def _release_freed_heap() -> None:
 
 
 _TRIM = None
-
-
-def _concat(pieces: list) -> np.ndarray:
-    out = np.concatenate(pieces) if len(pieces) > 1 else pieces[0]
-    pieces.clear()
-    _release_freed_heap()
-    return out
 
 
 def _compact(cols: list):
@@ -896,9 +988,9 @@ def load_edge_list(
             )
     t0 = time.perf_counter()
     prefetch = os.environ.get("GNNSPARSE_INGEST_PREFETCH", "1").strip() != "0"
-    srcs, dsts, ts, chunks = _parse_file(path, chunk_bytes, prefetch=prefetch)
-    cols = [_concat(srcs), _concat(dsts)]
-    t = _concat(ts) if ts else None
+    src, dst, t, chunks = _parse_file(path, chunk_bytes, prefetch=prefetch)
+    cols = [src, dst]
+    del src, dst
     t1 = time.perf_counter()
     src, dst, node_ids = _compact(cols)
     t2 = time.perf_counter()
