@@ -44,15 +44,16 @@
 //
 //   src/dst: int32, 1-D, contiguous, CPU, values in 0..max_id (max_id < 2^31). Rewritten in
 //   place: each id becomes its position among the sorted distinct ids of src and dst, which
-//   are returned (int64 node_ids); a presence mask (max_id + 1 bytes) and a prefix-count
-//   lookup table (max_id + 1 int32) do it in O(E + max_id). An id outside 0..max_id fails
-//   (TORCH_CHECK) before anything is rewritten.
+//   are returned (int64 node_ids); a presence bitmap with a running count per 64-bit word
+//   (rank = count + popcount) does it in O(E + max_id) with 9 bits per id value (cache
+//   resident). An id outside 0..max_id fails (TORCH_CHECK) before anything is rewritten.
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <c10/util/Exception.h>
 #include <torch/library.h>
 
 #include <algorithm>
+#include <bit>
 #include <cstdint>
 #include <cstring>
 #include <limits>
@@ -337,6 +338,35 @@ std::tuple<int64_t, int64_t, int64_t, int64_t> parse_edge_chunk_into(const at::T
   return {r.k, r.rows, newlines, r.first};
 }
 
+// v[i] = rank of v[i] in the bitmap (count of set bits below it).
+inline void rank_ids_body(int32_t* v, int64_t n, const uint64_t* bits, const int32_t* rank) {
+  for (int64_t i = 0; i < n; ++i) {
+    const uint32_t id = static_cast<uint32_t>(v[i]);
+    const uint64_t below = bits[id >> 6] & ((uint64_t{1} << (id & 63)) - 1);
+    v[i] = rank[id >> 6] + std::popcount(below);
+  }
+}
+
+void rank_ids(int32_t* v, int64_t n, const uint64_t* bits, const int32_t* rank) {
+  rank_ids_body(v, n, bits, rank);
+}
+
+// The build targets baseline x86-64 (no POPCNT instruction): a copy compiled for POPCNT,
+// chosen at run time.
+#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
+#define GNNSPARSE_IO_POPCNT 1
+__attribute__((target("popcnt"))) void rank_ids_popcnt(int32_t* v, int64_t n, const uint64_t* bits,
+                                                       const int32_t* rank) {
+  for (int64_t i = 0; i < n; ++i) {
+    const uint32_t id = static_cast<uint32_t>(v[i]);
+    const uint64_t below = bits[id >> 6] & ((uint64_t{1} << (id & 63)) - 1);
+    v[i] = rank[id >> 6] + __builtin_popcountll(below);
+  }
+}
+#else
+#define GNNSPARSE_IO_POPCNT 0
+#endif
+
 at::Tensor compact_edge_ids_(at::Tensor src, at::Tensor dst, int64_t max_id) {
   constexpr const char* op = "gnnsparse::compact_edge_ids_";
   for (const at::Tensor* x : {&src, &dst}) {
@@ -345,8 +375,12 @@ at::Tensor compact_edge_ids_(at::Tensor src, at::Tensor dst, int64_t max_id) {
     TORCH_CHECK(x->dim() == 1 && x->is_contiguous(), op, ": ids must be 1-D and contiguous");
   }
   TORCH_CHECK(max_id >= 0 && max_id < (int64_t{1} << 31), op, ": max_id must be in 0..2^31-1, got ", max_id);
+  // Presence bitmap + a running count per 64-bit word ("rank"): rank(id) = count[id / 64] +
+  // popcount(word & bits below id). 9 bits per id value (vs 40 for a byte mask + int32 table),
+  // so the random lookups stay in the L2 cache for millions of ids.
   const int64_t size = max_id + 1;
-  std::vector<uint8_t> present(static_cast<size_t>(size), 0);
+  const int64_t words = (size + 63) / 64;
+  std::vector<uint64_t> bits(static_cast<size_t>(words), 0);
   for (const at::Tensor* x : {&src, &dst}) {
     const int32_t* v = x->data_ptr<int32_t>();
     const int64_t n = x->numel();
@@ -355,26 +389,32 @@ at::Tensor compact_edge_ids_(at::Tensor src, at::Tensor dst, int64_t max_id) {
       const uint32_t id = static_cast<uint32_t>(v[i]);
       const bool out = id > static_cast<uint32_t>(max_id);
       bad |= out;
-      present[out ? 0 : id] = 1;
+      const uint32_t j = out ? 0 : id;
+      bits[j >> 6] |= uint64_t{1} << (j & 63);
     }
     TORCH_CHECK(!bad, op, ": an id is outside 0..", max_id);
   }
-  std::vector<int32_t> lut(static_cast<size_t>(size));
-  int64_t count = 0;  // <= 2^31: every lut entry fits int32 (the caller refuses 2^31 ids)
-  for (int64_t i = 0; i < size; ++i) {
-    lut[i] = static_cast<int32_t>(count);
-    count += present[i];
+  std::vector<int32_t> rank(static_cast<size_t>(words));
+  int64_t count = 0;  // <= 2^31: every rank fits int32 (the caller refuses 2^31 ids)
+  for (int64_t w = 0; w < words; ++w) {
+    rank[w] = static_cast<int32_t>(count);
+    count += std::popcount(bits[w]);
   }
   at::Tensor node_ids = at::empty({count}, at::TensorOptions().dtype(at::kLong));
   {
     int64_t* o = node_ids.data_ptr<int64_t>();
-    for (int64_t i = 0; i < size; ++i)
-      if (present[i]) *o++ = i;
+    for (int64_t w = 0; w < words; ++w) {
+      for (uint64_t m = bits[w]; m; m &= m - 1) *o++ = w * 64 + std::countr_zero(m);
+    }
   }
   for (at::Tensor* x : {&src, &dst}) {
-    int32_t* v = x->data_ptr<int32_t>();
-    const int64_t n = x->numel();
-    for (int64_t i = 0; i < n; ++i) v[i] = lut[v[i]];
+#if GNNSPARSE_IO_POPCNT
+    if (__builtin_cpu_supports("popcnt")) {
+      rank_ids_popcnt(x->data_ptr<int32_t>(), x->numel(), bits.data(), rank.data());
+      continue;
+    }
+#endif
+    rank_ids(x->data_ptr<int32_t>(), x->numel(), bits.data(), rank.data());
   }
   return node_ids;
 }

@@ -9,17 +9,20 @@ Algorithm
 ---------
 1. **Stream.**  The file (plain, or gzip detected by its magic bytes) is read
    ``chunk_bytes`` of decompressed text at a time.  Gzip goes through
-   ``zlib.decompressobj(wbits=31)`` fed 1 MiB compressed slices with
-   ``max_length=chunk_bytes`` (bounded output per call; about 1.7x faster
-   than ``gzip.GzipFile.read`` here), members one after the other (zero
-   padding between members is skipped, as :mod:`gzip` does); a file that
-   ends inside a member is a truncated gzip (error).  Each buffer is cut
-   after its last ``\\n``; the incomplete tail is carried into the next
-   buffer, so no line is ever split.  A final line without ``\\n`` is
-   accepted.  Reading, decompression and cutting run in a worker thread
-   (``_prefetch``, 3 buffers ahead; ``GNNSPARSE_INGEST_PREFETCH=0``: same
-   thread); zlib and the C++ parser release the GIL, so with a second free
-   core the two overlap.  It does not reduce the CPU time.
+   ``zlib.decompressobj(wbits=31)`` fed 1 MiB compressed slices, with
+   ``max_length`` = 64 KiB per call (bounded output; small outputs avoid
+   the block joins of CPython's zlib output buffer), members one after the
+   other (zero padding between members is skipped, as :mod:`gzip` does); a
+   file that ends inside a member is a truncated gzip (error).  This is
+   about 1.7x faster than ``gzip.GzipFile.read`` here.  The pieces are
+   copied into recycled ``bytearray`` buffers (no fresh multi-MiB buffer,
+   hence no page faults, per chunk); each full buffer is cut after its last
+   ``\\n`` and the incomplete tail is carried into the next buffer, so no
+   line is ever split.  A final line without ``\\n`` is accepted.  Reading,
+   decompression and cutting run in a worker thread (``_prefetch``, 3
+   buffers ahead; ``GNNSPARSE_INGEST_PREFETCH=0``: same thread); zlib and
+   the C++ parser release the GIL, so with a second free core the two
+   overlap.  That shortens the wall time, not the CPU time.
 2. **Parse each chunk**, first match wins:
 
    * C++ (``torch.ops.gnnsparse.parse_edge_chunk``, csrc/io/edge_list.cpp,
@@ -49,9 +52,13 @@ Algorithm
      errors, naming the 1-based line of the *file* (chunk line offsets are
      tracked).
 
-   Per chunk, ids are stored as int32 when they fit (else int64) and times as
-   int64; the chunk arrays are concatenated once per column at the end,
-   releasing the pieces column by column.
+   Rows are written into one array per column (``_Columns``): ids int32
+   until one does not fit (then int64), times int64.  The C++ parser writes
+   in place (``parse_edge_chunk_into``), the numpy parsers' chunk columns
+   are copied in.  The capacity starts at an estimate (gzip ISIZE trailer
+   or file size, / 16 bytes per line; pages never written cost no memory)
+   and grows by ``ndarray.resize`` (``realloc``/``mremap``, no copy); at the
+   end the arrays are shrunk to the row count the same way.
 3. **Compact ids.**  With ``M = max id``: if ``M + 1`` is at most
    ``max(2**26, 16 * num_edges)`` a dense presence mask + prefix count
    lookup table (int32, ``4 * (M + 1)`` bytes) maps ids in O(E) (in C++,
@@ -72,10 +79,11 @@ Algorithm
    only warns.
 
 Memory: for E edges with ids < 2**31, the result is ``16 E`` bytes (int32
-src/dst, int64 t).  The transient peak is about ``24 E`` bytes (while the time
-column is concatenated) plus a few chunks (the prefetch queue; with the numpy
-parser one chunk's working set is ~10x ``chunk_bytes``); freed chunk pieces
-are handed back to the OS with glibc ``malloc_trim``.
+src/dst, int64 t), which is also about the peak (no per-chunk pieces, no
+concatenation, compaction in place) plus the lookup table (5 bytes per id
+value), up to 5 chunk buffers (prefetch queue) and, with the numpy parser,
+one chunk's working set (~10x ``chunk_bytes``); freed heap memory is handed
+back to the OS with glibc ``malloc_trim``.
 
 MEASURED
 
@@ -482,8 +490,8 @@ def _buffer_bytes(chunk_bytes: int) -> int:
 
 
 class _BufferPool:
-    """Recycled ``bytearray`` chunk buffers (fresh multi-MiB buffers per chunk
-    cost page faults: about a fifth of the CPU time at full size)."""
+    """Recycled ``bytearray`` chunk buffers (a fresh multi-MiB buffer per chunk
+    costs its page faults every time)."""
 
     def __init__(self, size: int):
         self.size = size
@@ -946,11 +954,14 @@ def load_edge_list(
         Where parsed arrays are cached (default :func:`default_cache_dir`:
         ``$GNNSPARSE_CACHE_DIR`` or ``~/.cache/gnnsparse/ingest``).
     chunk_bytes:
-        Decompressed bytes read per chunk (bounds the per-chunk working set,
-        about 10x this).  Any value >= 1 gives the same result.  The default
-        (4 MiB) was measured fastest: on a 5M-line synthetic file 2/4/16/64
-        MiB took 1.84/1.93/2.05/3.66 s (larger chunks fall out of the CPU
-        caches) with peak RSS +176/+207/+254/+720 MB over the interpreter.
+        Decompressed bytes per chunk (bounds the per-chunk working set:
+        up to 5 chunk buffers in flight plus, with the C++ parser, 16 bytes
+        of scratch per line of a chunk; with the numpy parser about 10x
+        this).  Any value >= 1 gives the same result.  The default (4 MiB)
+        was measured fastest for the numpy parser: on a 5M-line synthetic
+        file 2/4/16/64 MiB took 1.84/1.93/2.05/3.66 s (larger chunks fall
+        out of the CPU caches) with peak RSS +176/+207/+254/+720 MB over the
+        interpreter; not re-measured for the C++ parser.
     cache:
         False: neither read nor write the cache.
 
