@@ -6,17 +6,24 @@ for smaller, nodes scaled in proportion unless ``--nodes``), then runs each
 phase in a fresh subprocess so ``ru_maxrss`` is that phase's peak RSS:
 
 * ``cold``: first parse with an empty cache directory (parse + compaction +
-  cache write); reports edges/s (wall), edges per CPU-second ("per core"),
-  peak RSS.
+  cache write); reports edges/s (wall), edges per CPU-second ("per core":
+  user + sys of the whole process from ``getrusage``, all threads, so the
+  decompression thread counts), peak RSS, and whether each meets 5M edges/s
+  and 4 GB (``meets_*``).
 * ``nocache``: the same parse with ``cache=False`` (pure parse cost).
 * ``warm``: second call, arrays memory-mapped from the cache; also the time to
   touch every array once (a full read of the mapped pages).
 
 Speedup = cold wall time / warm wall time (target >= 10x).  Results go to a
-JSON file (``--out``).  Usage::
+JSON file (``--out``), with the 1-minute load average before the runs (wall
+times mean little on a busy machine; CPU-seconds much more).  ``--numpy``
+measures the numpy parser (``GNNSPARSE_INGEST_CXX=0``), ``--no-prefetch``
+decompression and parsing in one thread.  Usage::
 
     python benchmarks/ingest_bench.py --edges 5000000 --out /tmp/ingest_5M.json
     python benchmarks/ingest_bench.py            # full size (minutes)
+
+MEASURED
 """
 
 from __future__ import annotations

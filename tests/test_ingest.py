@@ -514,3 +514,25 @@ def test_parse_into_growth_widening_and_statuses(tmp_path, monkeypatch, parser):
         into(text, 0, s, d, t, 5)
     with pytest.raises(RuntimeError, match="buf must be a uint8 tensor"):
         into(text.float(), 0, s, d, t, 0)
+
+
+def test_numpy_parser_when_cxx_disabled_or_missing(tmp_path, monkeypatch):
+    p = tmp_path / "e.txt"
+    p.write_bytes(b"# c\n3 4 10\n4 3 11\n")
+    monkeypatch.setattr(ingest, "_CXX", None)
+    monkeypatch.setenv("GNNSPARSE_INGEST_CXX", "0")
+    assert ingest._cxx_parser() is None
+    g = load_edge_list(p, cache=False)
+    assert g.src.tolist() == [0, 1] and g.t.tolist() == [10, 11]
+    # extension that fails to load: same numpy path, no error
+    from gnnsparse import _ext
+
+    def broken():
+        raise ImportError("no _C")
+
+    monkeypatch.setattr(ingest, "_CXX", None)
+    monkeypatch.delenv("GNNSPARSE_INGEST_CXX")
+    monkeypatch.setattr(_ext, "load", broken)
+    assert ingest._cxx_parser() is None
+    g = load_edge_list(p, cache=False)
+    assert g.dst.tolist() == [1, 0] and g.node_ids.tolist() == [3, 4]
