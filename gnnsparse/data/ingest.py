@@ -560,23 +560,24 @@ def _stream_chunks(path: Path, chunk_bytes: int, pool: Optional[_BufferPool] = N
         fh.seek(0)
         pieces = _gunzip_blocks(fh, piece) if gz else iter(lambda: fh.read(piece), b"")
         buf, pos = pool.get(), 0
+        last_nl = -1  # position of the last '\n' in buf[:pos]
         for block in pieces:
             end = pos + len(block)
-            if end > len(buf):  # a line longer than the buffer
-                buf = buf + bytes(end - len(buf) + 1)
+            if end > len(buf):  # a line longer than the buffer: grow geometrically
+                buf = buf + bytes(max(end - len(buf) + 1, len(buf)))
             buf[pos:end] = block
+            c = block.rfind(b"\n")  # only the new bytes are searched
+            if c >= 0:
+                last_nl = pos + c
             pos = end
-            if pos >= chunk_bytes:
-                cut = buf.rfind(b"\n", 0, pos)
-                if cut < 0:
-                    continue
+            if pos >= chunk_bytes and last_nl >= 0:
                 nxt = pool.get()
-                rest = pos - cut - 1
+                rest = pos - last_nl - 1
                 if rest > len(nxt) - piece - 1:
                     nxt = bytearray(rest + piece + 1)
-                nxt[:rest] = memoryview(buf)[cut + 1:pos]
-                yield buf, cut + 1
-                buf, pos = nxt, rest
+                nxt[:rest] = memoryview(buf)[last_nl + 1:pos]
+                yield buf, last_nl + 1
+                buf, pos, last_nl = nxt, rest, -1
         if pos:
             if buf[pos - 1] != 10:
                 if pos == len(buf):
