@@ -24,14 +24,15 @@ decompression and parsing in one thread.  Usage::
     python benchmarks/ingest_bench.py            # full size (minutes)
 
 Measured at full size on a 2-core machine shared with other jobs (load
-average 5-8; table and analysis in the docstring of gnnsparse.data.ingest):
+average 3-8; table and analysis in the docstring of gnnsparse.data.ingest):
 before the C++ parser, cold 34.0 CPU-s = 1.87M edges/CPU-s, 0.49M edges per
-wall-second, peak RSS 1.97 GB; after, cold 16.2 CPU-s = 3.93M edges/CPU-s
-(the 1 GB cache write alone costs ~3 s of kernel time here), without the
-cache 5.08M edges/CPU-s, 2.2M edges per wall-second, peak RSS 1.53 GB.  Met:
-peak RSS <= 4 GB, reload speedup >= 10x, 5M edges per CPU-second for parsing
-+ compaction.  Not met: 5M edges per CPU-second including the cache write,
-5M edges per wall-second.
+wall-second, peak RSS 1.97 GB; after, cold 15.1 CPU-s = 4.22M edges/CPU-s,
+3.0M edges per wall-second, peak RSS 1.51 GB (the 1 GB cache write alone
+costs ~4.8 CPU-s, nearly all kernel time, here); without the cache 10.2
+CPU-s = 6.2M edges/CPU-s and 6.1M edges per wall-second.  Met: peak RSS <= 4
+GB, reload speedup >= 10x, 5M edges per CPU-second and per wall-second for
+parsing + compaction.  Not met: 5M edges per CPU-second or per wall-second
+including the cache write (``cold``).
 """
 
 from __future__ import annotations
