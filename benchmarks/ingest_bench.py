@@ -26,13 +26,14 @@ decompression and parsing in one thread.  Usage::
 Measured at full size on a 2-core machine shared with other jobs (load
 average 3-8; table and analysis in the docstring of gnnsparse.data.ingest):
 before the C++ parser, cold 34.0 CPU-s = 1.87M edges/CPU-s, 0.49M edges per
-wall-second, peak RSS 1.97 GB; after, cold 15.1 CPU-s = 4.22M edges/CPU-s,
-3.0M edges per wall-second, peak RSS 1.51 GB (the 1 GB cache write alone
-costs ~4.8 CPU-s, nearly all kernel time, here); without the cache 10.2
-CPU-s = 6.2M edges/CPU-s and 6.1M edges per wall-second.  Met: peak RSS <= 4
-GB, reload speedup >= 10x, 5M edges per CPU-second and per wall-second for
-parsing + compaction.  Not met: 5M edges per CPU-second or per wall-second
-including the cache write (``cold``).
+wall-second, peak RSS 1.97 GB.  After (two runs of the same code): cold
+15.1 / 12.3 CPU-s = 4.22M / 5.17M edges/CPU-s, 3.0M / 4.9M edges per
+wall-second, peak RSS 1.51 GB (the 1 GB cache write costs 1.7-4.8 CPU-s,
+nearly all kernel time, here); without the cache 6.2M / 6.0M edges/CPU-s,
+6.1M / 3.9M edges per wall-second.  Met: peak RSS <= 4 GB, reload speedup >=
+10x, 5M edges per CPU-second for parsing + compaction.  Not reliably met:
+5M edges per CPU-second including the cache write (one run of two), 5M
+edges per wall-second (depends on a free second core).
 """
 
 from __future__ import annotations

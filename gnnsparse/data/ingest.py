@@ -89,37 +89,40 @@ back to the OS with glibc ``malloc_trim``.
 Measured (``benchmarks/ingest_bench.py``, full size: SYNTHETIC sx-stackoverflow
 file, 63,497,050 lines, 2,601,977 nodes, 719 MB gzip, 1.43 GB of text; 2
 cores shared with other jobs, load average 3-8 during the runs, so wall times
-vary a lot; CPU-seconds = user + sys of the process, all threads):
+vary a lot; CPU-seconds = user + sys of the process, all threads; "after" =
+two runs of the same code):
 
-==================================  ==========  ==========  =========
-(full size)                         before      after       target
-==================================  ==========  ==========  =========
+==================================  ==========  ======================  =========
+(full size)                         before      after: run 1 / run 2    target
+==================================  ==========  ======================  =========
 cold (parse + compact + cache):
-  CPU-s (user + sys)                34.0        15.1        <= 12.7
-  edges per CPU-second              1.87 M      4.22 M      >= 5 M
-  wall s / edges per wall-second    129 / 0.49M 21.0 / 3.0M >= 5 M/s
-  peak RSS                          1.97 GB     1.51 GB     <= 4 GB
+  CPU-s (user + sys)                34.0        15.1 / 12.3             <= 12.7
+  edges per CPU-second              1.87 M      4.22 M / 5.17 M         >= 5 M
+  wall s                            129         21.0 / 12.9
+  edges per wall-second             0.49 M      3.03 M / 4.92 M         >= 5 M
+  peak RSS                          1.97 GB     1.51 GB / 1.51 GB       <= 4 GB
 no cache (parse + compact):
-  CPU-s / edges per CPU-second      31.9 / 2.0M 10.2 / 6.2M >= 5 M
-  wall s / edges per wall-second    78.0 / 0.8M 10.4 / 6.1M >= 5 M/s
-warm reload (mmap) speedup          1e5x        1.8e4x      >= 10x
-  ... including a full touch        286x        205x        >= 10x
-==================================  ==========  ==========  =========
+  CPU-s                             31.9        10.2 / 10.6
+  edges per CPU-second              1.99 M      6.21 M / 5.98 M         >= 5 M
+  edges per wall-second             0.81 M      6.10 M / 3.86 M         >= 5 M
+warm reload (mmap) speedup          1e5x        1.8e4x / 1.1e4x         >= 10x
+  ... including a full touch        286x        205x / 171x             >= 10x
+==================================  ==========  ======================  =========
 
 So: peak RSS, the reload speedup, and 5M edges per CPU-second (per core) for
-parsing + compaction are met.  With the cache write included (the ``cold``
-figure) 5M per CPU-second is not met: writing the 1 GB of new cache files
-costs ~4.8 CPU-s here, almost all kernel time (sys 5.5 s cold vs 1.3 s
-without cache; in isolation ``np.save`` of 1 GB to /tmp costs 2.4 s sys in a
-fresh process but 0.2 s right after a same-size file was deleted, so it is
-the kernel finding new page-cache memory on this machine, not Python).
-Edges per wall-second reach 5M only without the cache write, and only when
-the second core is free for the decompression thread (the "before" wall
-times were taken at load average 5-6).  CPU time without the cache (8M-line
-perf profile): zlib inflate + CRC-32 about half (zlib 1.2.13 inflates
-~270 MB/s of text here: ~5.3 s at full size, the floor of this approach),
-the C++ parser ~15% (~830 MB/s of text), clearing the pages of the result
-arrays ~10%, compaction 0.34 s.
+parsing + compaction are met.  With the cache write included (``cold``),
+5M per CPU-second was met in one of two runs: writing the 1 GB of new cache
+files costs 1.7-4.8 CPU-s here, almost all kernel time (sys 3.3-5.5 s cold vs
+1.3-1.7 s without cache; in isolation ``np.save`` of 1 GB to /tmp costs
+2.4 s sys in a fresh process but 0.2 s right after a same-size file was
+deleted: the kernel finding new page-cache memory on this machine, not
+Python).  5M edges per wall-second was reached only once (no cache, run 1),
+when the second core was free for the decompression thread; it depends on
+the machine's other load.  CPU time without the cache (8M-line perf
+profile): zlib inflate + CRC-32 about half (zlib 1.2.13 inflates ~270 MB/s
+of text here: ~5.3 s at full size, the floor of this approach), the C++
+parser ~15% (~830 MB/s of text), clearing the pages of the result arrays
+~10%; compaction 0.35 s.
 Validation rules are those of :func:`gnnsparse.data.readers.read_snap_edges`:
 ``#`` comment lines (first non-blank character ``#``), blank lines skipped,
 2 or 3 columns with the count fixed by the first data line, plain decimal
