@@ -6,7 +6,8 @@ a second copy of torch into the build environment):
     pip install --no-build-isolation -e .
 
 The extension is a plain shared library whose static initialisers register
-``torch.ops.gnnsparse.*`` (schemas in csrc/ops.cpp, CPU kernels in csrc/cpu/).
+``torch.ops.gnnsparse.*`` (schemas in csrc/ops.cpp, CPU kernels in csrc/cpu/; the
+edge-list parsing helpers of gnnsparse.data.ingest, CPU only, in csrc/io/).
 It is built for the baseline x86-64 ISA (no -march=native); the AVX2+FMA hot
 loops are compiled with ``__attribute__((target))`` and chosen at run time.
 
@@ -48,7 +49,8 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 
 def _sources():
     cpu = sorted(glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
-    return [os.path.join("csrc", "ops.cpp")] + cpu
+    io = sorted(glob.glob(os.path.join("csrc", "io", "*.cpp")))  # edge-list parsing (CPU only, no counterparts)
+    return [os.path.join("csrc", "ops.cpp")] + cpu + io
 
 
 def _cuda_wanted() -> bool:
