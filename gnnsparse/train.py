@@ -70,6 +70,18 @@ class TrainConfig:
         blocksize: BSR block edge (``layout="bsr"`` only).
         executor: ``"auto"`` (measured dense-vs-sparse choice per layer, :mod:`gnnsparse.chooser`),
             ``"sparse"`` or ``"dense"``; sparse layers the chooser runs dense count dense FLOPs.
+        loss_chunk: link tasks only. None (default): each step's loss is one decode of the whole
+            batch. An int ``c >= 1``: the encoder runs once, its output ``z`` is detached, the
+            batch's pairs are decoded and their BCE (summed, divided by the batch size: the same
+            mean) back-propagated ``c`` pairs at a time into the detached ``z`` and the decoder,
+            then ``z.backward(dL/dz)`` once through the encoder. Same loss and gradients (up to
+            float summation order), memory ``O(N·hidden + c·hidden)`` whatever the batch size, so
+            a batch may hold all training pairs (``batch_size >= n_train``: one step per epoch).
+            Node tasks ignore it (their loss reads rows of one ``[N, classes]`` output).
+        max_steps_per_epoch: None (default): an epoch is every batch of the shuffled training items.
+            An int ``k >= 1``: an epoch stops after its first ``k`` batches (a random ``k·batch_size``
+            subset of the items, fresh each epoch); step-based schedules (pruning, drop/grow
+            ``update_end``) count the capped epochs.
     """
 
     epochs: int = 30
@@ -96,6 +108,8 @@ class TrainConfig:
     layout: str = "csr"
     blocksize: int | None = None
     executor: str = "auto"
+    loss_chunk: int | None = None
+    max_steps_per_epoch: int | None = None
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first bad field."""
@@ -105,6 +119,10 @@ class TrainConfig:
             raise ValueError(f"finetune_epochs must be >= 0, got {self.finetune_epochs}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        for name in ("loss_chunk", "max_steps_per_epoch"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ValueError(f"{name} must be None or an int >= 1, got {v!r}")
         if self.update_interval < 1:
             raise ValueError(f"update_interval must be >= 1, got {self.update_interval}")
         if self.distribution not in regimes.DISTRIBUTIONS:
@@ -201,6 +219,31 @@ class LinkTask(_Task):
         logits = model(self.features, self.adj, pairs, self.seen)
         return F.binary_cross_entropy_with_logits(logits, labels)
 
+    def loss_backward_chunked(self, model, batch, chunk: int) -> torch.Tensor:
+        """Back-propagate the batch's loss decoded ``chunk`` pairs at a time (``loss_chunk``).
+
+        Accumulates into the parameters' ``.grad`` exactly what ``loss(model, batch).backward()``
+        would (up to float summation order) and returns the (detached) loss. The encoder runs
+        forward and backward once; its output is detached so that each chunk's backward stops at
+        the embedding ``z`` and only ``[chunk, hidden]`` intermediates are alive at a time. When
+        the loss is not finite, the encoder's backward is skipped (the caller raises).
+        """
+        pairs, labels = batch
+        total = pairs.shape[1]
+        z = model.encoder(self.features, self.adj, self.seen)
+        zd = z.detach().requires_grad_(z.requires_grad)
+        loss = torch.zeros((), dtype=torch.float64)
+        for i in range(0, total, chunk):
+            logits = model.decode(zd, pairs[:, i:i + chunk])
+            part = F.binary_cross_entropy_with_logits(logits, labels[i:i + chunk].to(logits.dtype),
+                                                      reduction="sum") / total
+            if part.requires_grad:
+                part.backward()
+            loss += part.detach().double()
+        if torch.isfinite(loss) and z.requires_grad and zd.grad is not None:
+            z.backward(zd.grad)
+        return loss.to(z.dtype)
+
     @torch.no_grad()
     def evaluate(self, model, split: str) -> dict:
         from sklearn.metrics import average_precision_score, roc_auc_score
@@ -288,9 +331,12 @@ def make_task(data, cfg: TrainConfig):
 
 
 # ------------------------------------------------------------------------------------- helpers
-def _steps_per_epoch(task) -> int:
+def _steps_per_epoch(task, cfg: TrainConfig | None = None) -> int:
     n = task.data.train_pos.shape[1] if task.kind == "link" else task.train_idx.numel()
-    return max(1, math.ceil(n / task.batch_size))
+    steps = max(1, math.ceil(n / task.batch_size))
+    if cfg is not None and cfg.max_steps_per_epoch is not None:
+        steps = min(steps, cfg.max_steps_per_epoch)
+    return steps
 
 
 def sparsity_report(model: nn.Module, kept_dense: dict[str, str]) -> dict:
@@ -334,6 +380,8 @@ class _Phase:
     before: Callable[[int], None] | None = None
     after: Callable[[int], int] | None = None
     on_epoch: Callable[[int], None] | None = None
+    max_steps: int | None = None
+    loss_chunk: int | None = None
 
 
 @dataclass
@@ -351,13 +399,17 @@ class _RunState:
 
 def _run_phase(model, task, optimizer, phase: _Phase, state: _RunState, gen: torch.Generator, progress=None):
     seconds = 0.0
+    chunked = phase.loss_chunk is not None and task.kind == "link"
     for epoch in range(phase.epochs):
-        for batch in task.epoch_batches(gen):
+        for i_batch, batch in enumerate(task.epoch_batches(gen)):
             key = (phase.name, task.batch_key(batch))
 
             def measure(batch=batch):
                 def fwd_bwd():
-                    task.loss(model, batch).backward()
+                    if chunked:
+                        task.loss_backward_chunked(model, batch, phase.loss_chunk)
+                    else:
+                        task.loss(model, batch).backward()
                 f = measure_flops(fwd_bwd)
                 optimizer.zero_grad(set_to_none=True)
                 return f
@@ -368,11 +420,12 @@ def _run_phase(model, task, optimizer, phase: _Phase, state: _RunState, gen: tor
             if phase.before:
                 phase.before(state.step)
             optimizer.zero_grad(set_to_none=True)
-            loss = task.loss(model, batch)
+            loss = task.loss_backward_chunked(model, batch, phase.loss_chunk) if chunked else task.loss(model, batch)
             if not torch.isfinite(loss):
                 raise ValueError(f"training diverged in phase '{phase.name}' at step {state.step}: loss is "
                                  f"{loss.item()} (lower the learning rate)")
-            loss.backward()
+            if not chunked:
+                loss.backward()
             optimizer.step()
             # drop the step's graph before the mask update: a layer whose nnz changes (global
             # drop-and-grow) gets values of a new shape, which a still-referenced graph would
@@ -381,6 +434,8 @@ def _run_phase(model, task, optimizer, phase: _Phase, state: _RunState, gen: tor
             extra = phase.after(state.step) if phase.after else 0
             seconds += time.perf_counter() - t0
             state.flops.add(phase.name, per_step + extra)
+            if phase.max_steps is not None and i_batch + 1 >= phase.max_steps:
+                break  # before the generator draws the next batch (and its negatives)
         if phase.on_epoch:
             phase.on_epoch(epoch)
         t0 = time.perf_counter()
@@ -428,6 +483,10 @@ def _finish(regime, model, task, state: _RunState, cfg: TrainConfig, sparsity, k
     return row
 
 
+def _phase_kw(cfg: TrainConfig) -> dict:
+    return dict(max_steps=cfg.max_steps_per_epoch, loss_chunk=cfg.loss_chunk)
+
+
 def _seeded(cfg: TrainConfig):
     torch.manual_seed(cfg.seed)
     return torch.Generator().manual_seed(cfg.seed)
@@ -445,7 +504,7 @@ def run_dense(task, cfg: TrainConfig, progress=None) -> dict:
     model = task.build_model(cfg)
     opt = _adam(model, cfg)
     state = _RunState()
-    _run_phase(model, task, opt, _Phase("dense", cfg.epochs, True), state, gen, progress)
+    _run_phase(model, task, opt, _Phase("dense", cfg.epochs, True, **_phase_kw(cfg)), state, gen, progress)
     return _finish("dense", model, task, state, cfg, 0.0, {})
 
 
@@ -482,7 +541,7 @@ def run_train_and_prune(task, cfg: TrainConfig, sparsity: float, progress=None) 
     gen = _seeded(cfg)
     model = task.build_model(cfg)
     targets, kept = _targets(model, cfg, sparsity)
-    spe = _steps_per_epoch(task)
+    spe = _steps_per_epoch(task, cfg)
     total = cfg.epochs * spe
     if cfg.prune_schedule == "gradual":
         start, end = int(cfg.prune_start * total), max(1, int(cfg.prune_end * total))
@@ -498,7 +557,7 @@ def run_train_and_prune(task, cfg: TrainConfig, sparsity: float, progress=None) 
         return 0
 
     ft = cfg.finetune
-    _run_phase(model, task, opt, _Phase("dense-prune", cfg.epochs, ft == 0, after=after), state, gen, progress)
+    _run_phase(model, task, opt, _Phase("dense-prune", cfg.epochs, ft == 0, after=after, **_phase_kw(cfg)), state, gen, progress)
     masks = pruner.masks(finalize=True)
     sparsify(model, targets, masks=masks, **_sparse_kw(cfg))
     _choose_executors(model)
@@ -509,7 +568,7 @@ def run_train_and_prune(task, cfg: TrainConfig, sparsity: float, progress=None) 
     else:
         state.best_state, state.best_val = None, -math.inf
         opt = _adam(model, cfg)
-        _run_phase(model, task, opt, _Phase("finetune", ft, True), state, gen, progress)
+        _run_phase(model, task, opt, _Phase("finetune", ft, True, **_phase_kw(cfg)), state, gen, progress)
     return _finish("train-and-prune", model, task, state, cfg, sparsity, kept,
                    {"layer_targets": targets})
 
@@ -525,12 +584,12 @@ def run_sparse_training(task, cfg: TrainConfig, sparsity: float, progress=None) 
     sparsify(model, targets, init="random", generator=mask_gen, **_sparse_kw(cfg))
     _choose_executors(model)
     opt = _adam(model, cfg)
-    total = cfg.epochs * _steps_per_epoch(task)
+    total = cfg.epochs * _steps_per_epoch(task, cfg)
     dst = regimes.DynamicSparseTraining(model, opt, cfg.update_interval, int(cfg.update_end * total),
                                         cfg.drop_fraction, cfg.grow, generator=mask_gen, scope=cfg.pruning)
     state = _RunState()
     _run_phase(model, task, opt, _Phase("sparse", cfg.epochs, True, before=dst.before_forward,
-                                        after=dst.after_step), state, gen, progress)
+                                        after=dst.after_step, **_phase_kw(cfg)), state, gen, progress)
     dst.close()
     return _finish("sparse-training", model, task, state, cfg, sparsity, kept,
                    {"layer_targets": targets, "mask_updates": dst.updates})

@@ -281,7 +281,16 @@ class LinkData(_GraphData):
         """BoolTensor ``[k]``: the unordered pair is a training positive."""
         p = _as_pairs_tensor(pairs)
         codes = torch.minimum(p[0], p[1]) * self.num_nodes + torch.maximum(p[0], p[1])
-        return torch.isin(codes, self._train_codes_t)
+        return self._is_train_code(codes)
+
+    def _is_train_code(self, codes: torch.Tensor) -> torch.Tensor:
+        """``torch.isin(codes, train codes)`` by binary search in the sorted training codes:
+        ``O(k log n_train)`` time and ``O(k)`` memory (``isin`` sorts both sides on every call)."""
+        ref = self._train_codes_t
+        if ref.numel() == 0:
+            return torch.zeros(codes.shape, dtype=torch.bool)
+        pos = torch.searchsorted(ref, codes).clamp_max_(ref.numel() - 1)
+        return ref[pos] == codes
 
     def sample_train_negatives(self, num: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """Fresh training negatives, LongTensor ``[2, num]`` with ``u < v``.
@@ -307,7 +316,7 @@ class LinkData(_GraphData):
             uv = uv[:, uv[0] != uv[1]]
             lo = torch.minimum(uv[0], uv[1])
             hi = torch.maximum(uv[0], uv[1])
-            ok = ~torch.isin(lo * n + hi, self._train_codes_t)
+            ok = ~self._is_train_code(lo * n + hi)
             parts.append(torch.stack((lo[ok], hi[ok])))
             have += int(ok.sum())
             if have >= num:
