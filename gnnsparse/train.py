@@ -212,7 +212,10 @@ class LinkTask(_Task):
             idx = perm[i:i + self.batch_size]
             p = pos[:, idx]
             n = self.data.sample_train_negatives(idx.numel(), gen)
-            yield torch.cat([p, n], 1), torch.cat([torch.ones(idx.numel()), torch.zeros(n.shape[1])])
+            batch = torch.cat([p, n], 1), torch.cat([torch.ones(idx.numel()), torch.zeros(n.shape[1])])
+            del p, n, idx  # not kept alive by the suspended generator (a full batch: 3 x [2, B] int64)
+            yield batch
+            del batch
 
     def loss(self, model, batch) -> torch.Tensor:
         pairs, labels = batch

@@ -232,15 +232,14 @@ class LinkData(_GraphData):
         self.val_time = torch.from_numpy(np.ascontiguousarray(vt))
         self.test_time = torch.from_numpy(np.ascontiguousarray(tet))
 
-        u, v = self.train_pos
-        self.train_edge_index = torch.stack((torch.cat((u, v)), torch.cat((v, u))))
-
         rng = np.random.default_rng(self.seed)
         neg = sample_negative_pairs(n, n_val + n_test, self._all_pos_codes, rng, source=str(edges.path))
         self.val_neg = _codes_to_pairs(neg[:n_val], n)
         self.test_neg = _codes_to_pairs(neg[n_val:], n)
 
-        deg = np.bincount(self.train_edge_index[0].numpy(), minlength=n)
+        u, v = self.train_pos.numpy()
+        deg = np.bincount(u, minlength=n) + np.bincount(v, minlength=n)
+        del u, v
         self.train_degree = torch.from_numpy(deg.astype(np.int64))
         self.seen_mask = self.train_degree > 0
 
@@ -257,6 +256,16 @@ class LinkData(_GraphData):
         }
 
     # ------------------------------------------------------------------
+    @property
+    def train_edge_index(self) -> torch.Tensor:
+        """LongTensor ``[2, 2 * n_train]``: all training ``(u, v)`` then all ``(v, u)``.
+
+        Built on each access from ``train_pos`` (not stored: ``32 * n_train`` bytes, 1.2 GB
+        for a stackoverflow-sized graph, that only the adjacency build needs).
+        """
+        u, v = self.train_pos
+        return torch.stack((torch.cat((u, v)), torch.cat((v, u))))
+
     def _message_edge_index(self) -> np.ndarray:
         return self.train_edge_index.numpy()
 
