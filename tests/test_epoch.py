@@ -177,3 +177,20 @@ def test_epoch_bench_smoke(tmp_path):
     for phase in ("load", "split", "adjacency", "model", "epoch", "flop_count", "eval_val", "eval_test"):
         assert res["phases"][phase]["seconds"] >= 0
     assert elapsed < 30
+
+
+@pytest.mark.parametrize("chunk", [50, 97, 128, 300, 10_000])
+def test_chunked_step_flops_equal_the_whole_measurement(data, chunk):
+    from gnnsparse.flops import measure_flops
+
+    cfg = train.TrainConfig(batch_size=600, hidden=16, min_numel=1)
+    task = train.make_task(data, cfg)
+    torch.manual_seed(0)
+    model = task.build_model(cfg)
+    targets, _ = train._targets(model, cfg, 0.8)
+    sparsify(model, targets, init="random", generator=torch.Generator().manual_seed(1))
+    batch = next(task.epoch_batches(torch.Generator().manual_seed(0)))
+    whole = measure_flops(lambda: task.loss_backward_chunked(model, batch, chunk))
+    assert whole > 0
+    assert task.chunked_step_flops(model, batch, chunk) == whole
+    assert whole == measure_flops(lambda: task.loss(model, batch).backward())
