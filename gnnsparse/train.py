@@ -180,6 +180,20 @@ class _Task:
         return tuple(batch[0].shape)
 
 
+class _InjectGrad(torch.autograd.Function):
+    """``root = _InjectGrad.apply(z, [g]); root.backward()`` is ``z.backward(g)``, except that ``g`` is
+    popped from its holder list inside the backward, so the caller keeps no reference to it."""
+
+    @staticmethod
+    def forward(ctx, z, holder):
+        ctx.holder = holder
+        return z.new_zeros(())
+
+    @staticmethod
+    def backward(ctx, _):
+        return ctx.holder.pop(), None
+
+
 #: Evaluation pairs decoded per call (bounds the decoder's [pairs, hidden] intermediates).
 DECODE_CHUNK = 65536
 
@@ -257,6 +271,7 @@ class LinkTask(_Task):
         total = pairs.shape[1]
         z = model.encoder(self.features, self.adj, self.seen)
         zd = z.detach().requires_grad_(z.requires_grad)
+        del batch
         loss = torch.zeros((), dtype=torch.float64)
         for i in (range(0, total, chunk) if starts is None else starts):  # starts: FLOP measurement only
             logits = model.decode(zd, pairs[:, i:i + chunk])
@@ -265,9 +280,16 @@ class LinkTask(_Task):
             if part.requires_grad:
                 part.backward()
             loss += part.detach().double()
+        dtype = z.dtype
         if torch.isfinite(loss) and z.requires_grad and zd.grad is not None:
-            z.backward(zd.grad)
-        return loss.to(z.dtype)
+            # hand dL/dz to the encoder's backward without keeping a reference here, and drop z
+            # (the graph does not save it): both [N, hidden] buffers are freed as soon as the
+            # engine has consumed them instead of living through the whole encoder backward
+            root = _InjectGrad.apply(z, [zd.grad])
+            zd.grad = None
+            del z, zd
+            root.backward()
+        return loss.to(dtype)
 
     @torch.no_grad()
     def evaluate(self, model, split: str) -> dict:

@@ -4,6 +4,7 @@ in-memory synthetic edges, and a smoke run of benchmarks/epoch_bench.py."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -176,7 +177,9 @@ def test_epoch_bench_smoke(tmp_path):
     assert res["verdict"] == "PASS" and 0 < res["peak_rss_gb"] < 20
     for phase in ("load", "split", "adjacency", "model", "epoch", "flop_count", "eval_val", "eval_test"):
         assert res["phases"][phase]["seconds"] >= 0
-    assert elapsed < 30
+    # ~10 s on an idle 2-core machine; a machine busy with other work gets more room
+    busy = os.getloadavg()[0] > (os.cpu_count() or 1)
+    assert elapsed < (90 if busy else 30)
 
 
 @pytest.mark.parametrize("chunk", [50, 97, 128, 300, 10_000])

@@ -220,7 +220,7 @@ class LinkData(_GraphData):
                 "for a 70/15/15 split (validation/test would be empty)"
             )
         tr, va, te = np.split(pair_codes, [n_train, n_train + n_val])
-        self._all_pos_codes = np.sort(pair_codes)
+        all_pos_codes = np.sort(pair_codes)  # only for the evaluation negatives below: not kept
         self._train_codes = np.sort(tr)
         self._train_codes_t = torch.from_numpy(self._train_codes)
 
@@ -233,7 +233,8 @@ class LinkData(_GraphData):
         self.test_time = torch.from_numpy(np.ascontiguousarray(tet))
 
         rng = np.random.default_rng(self.seed)
-        neg = sample_negative_pairs(n, n_val + n_test, self._all_pos_codes, rng, source=str(edges.path))
+        neg = sample_negative_pairs(n, n_val + n_test, all_pos_codes, rng, source=str(edges.path))
+        del all_pos_codes
         self.val_neg = _codes_to_pairs(neg[:n_val], n)
         self.test_neg = _codes_to_pairs(neg[n_val:], n)
 
