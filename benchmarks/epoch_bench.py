@@ -165,7 +165,7 @@ def child(args) -> dict:
 
     # --- split
     data = LinkData(edges, name="SYNTHETIC-sx-stackoverflow", seed=args.seed,
-                    note="SYNTHETIC graph (gnnsparse.data.synthetic), not real data")
+                    note="SYNTHETIC graph (gnnsparse.data.synthetic), not real data", keep_edges=False)
     del edges, src, dst, t
     probe.mark("split")
 
@@ -182,9 +182,9 @@ def child(args) -> dict:
     orig_batches, orig_eval, orig_measure = task.epoch_batches, task.evaluate, train.measure_flops
     state = {"first_batch": True}
 
-    def epoch_batches(gen):
+    def epoch_batches(gen, **kw):
         probe.mark("model")  # build, random masks, executor choice, optimizer
-        return orig_batches(gen)
+        return orig_batches(gen, **kw)
 
     def evaluate(model, split):
         probe.mark("epoch")

@@ -219,14 +219,25 @@ class LinkTask(_Task):
         return build_model("link", self.data.num_nodes, self.features.shape[1], cfg.hidden, cfg.model,
                            num_layers=cfg.num_layers, dropout=cfg.dropout)
 
-    def epoch_batches(self, gen: torch.Generator):
+    def epoch_batches(self, gen: torch.Generator, compact: bool = False):
+        """Batches ``(pairs [2, 2b], labels [2b])``: ``b`` shuffled training positives, then ``b`` fresh
+        negatives. ``compact=True`` (the chunked loss): the same pairs as int32 (when the node ids
+        fit) and the labels as bool, 9 instead of 20 bytes per pair for a batch of all pairs."""
         pos = self.data.train_pos
         perm = torch.randperm(pos.shape[1], generator=gen)
+        small = compact and self.data.num_nodes <= torch.iinfo(torch.int32).max
         for i in range(0, perm.numel(), self.batch_size):
             idx = perm[i:i + self.batch_size]
             p = pos[:, idx]
             n = self.data.sample_train_negatives(idx.numel(), gen)
-            batch = torch.cat([p, n], 1), torch.cat([torch.ones(idx.numel()), torch.zeros(n.shape[1])])
+            if small:
+                p, n = p.to(torch.int32), n.to(torch.int32)
+            if compact:
+                labels = torch.cat([torch.ones(idx.numel(), dtype=torch.bool),
+                                    torch.zeros(n.shape[1], dtype=torch.bool)])
+            else:
+                labels = torch.cat([torch.ones(idx.numel()), torch.zeros(n.shape[1])])
+            batch = torch.cat([p, n], 1), labels
             del p, n, idx  # not kept alive by the suspended generator (a full batch: 3 x [2, B] int64)
             yield batch
             del batch
@@ -448,7 +459,8 @@ def _run_phase(model, task, optimizer, phase: _Phase, state: _RunState, gen: tor
     seconds = 0.0
     chunked = phase.loss_chunk is not None and task.kind == "link"
     for epoch in range(phase.epochs):
-        for i_batch, batch in enumerate(task.epoch_batches(gen)):
+        batches = task.epoch_batches(gen, compact=True) if chunked else task.epoch_batches(gen)
+        for i_batch, batch in enumerate(batches):
             key = (phase.name, task.batch_key(batch))
 
             def measure(batch=batch):
@@ -481,6 +493,9 @@ def _run_phase(model, task, optimizer, phase: _Phase, state: _RunState, gen: tor
             state.flops.add(phase.name, per_step + extra)
             if phase.max_steps is not None and i_batch + 1 >= phase.max_steps:
                 break  # before the generator draws the next batch (and its negatives)
+        # nothing reads the last step's gradients again (the next step zeroes them): free them
+        # before the evaluation (the embedding's is [N, hidden])
+        optimizer.zero_grad(set_to_none=True)
         if phase.on_epoch:
             phase.on_epoch(epoch)
         t0 = time.perf_counter()
