@@ -197,3 +197,27 @@ def test_chunked_step_flops_equal_the_whole_measurement(data, chunk):
     assert whole > 0
     assert task.chunked_step_flops(model, batch, chunk) == whole
     assert whole == measure_flops(lambda: task.loss(model, batch).backward())
+
+
+def test_compact_batches_hold_the_same_pairs(data):
+    task = train.make_task(data, train.TrainConfig(batch_size=700))
+    plain = list(task.epoch_batches(torch.Generator().manual_seed(4)))
+    compact = list(task.epoch_batches(torch.Generator().manual_seed(4), compact=True))
+    assert len(plain) == len(compact) > 1
+    for (p, lab), (pc, labc) in zip(plain, compact):
+        assert pc.dtype == torch.int32 and labc.dtype == torch.bool
+        assert torch.equal(pc.long(), p) and torch.equal(labc.float(), lab)
+
+
+def test_link_data_keep_edges_false_drops_only_the_edge_list():
+    s, d, t, ids = synthetic_sx_arrays(300, 4000, seed=0)
+    a = LinkData(TemporalEdges(s, d, t, None, None, ids, Path("SYNTHETIC")), seed=0)
+    b = LinkData(TemporalEdges(s, d, t, None, None, ids, Path("SYNTHETIC")), seed=0, keep_edges=False)
+    assert a.edges is not None and b.edges is None
+    assert a.stats == b.stats
+    for name in ("train_pos", "val_pos", "test_pos", "val_neg", "test_neg", "train_time", "train_edge_index",
+                 "seen_mask", "train_degree"):
+        assert torch.equal(getattr(a, name), getattr(b, name)), name
+    ei = a.train_edge_index
+    assert torch.equal(ei, torch.cat([a.train_pos, a.train_pos.flip(0)], 1))
+    assert torch.equal(a.train_degree, torch.bincount(ei[0], minlength=a.num_nodes))
