@@ -221,3 +221,15 @@ def test_link_data_keep_edges_false_drops_only_the_edge_list():
     ei = a.train_edge_index
     assert torch.equal(ei, torch.cat([a.train_pos, a.train_pos.flip(0)], 1))
     assert torch.equal(a.train_degree, torch.bincount(ei[0], minlength=a.num_nodes))
+
+
+def test_sorted_unique_and_membership_match_numpy():
+    from gnnsparse.data.splits import _in_sorted, _sorted_unique
+
+    rng = np.random.default_rng(0)
+    for a in (rng.integers(0, 50, 200), np.arange(10), np.zeros(0, np.int64), np.array([3]), np.array([5, 5])):
+        a = a.astype(np.int64)
+        np.testing.assert_array_equal(_sorted_unique(a), np.unique(a))
+        ref = np.unique(a)
+        codes = rng.integers(-5, 60, 300)
+        np.testing.assert_array_equal(_in_sorted(codes, ref), np.isin(codes, ref))
