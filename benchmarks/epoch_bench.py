@@ -25,6 +25,8 @@ RSS (``VmHWM`` of ``/proc/self/status``, reset at the start of the phase by writ
 ``/proc/self/clear_refs``) are recorded, plus the process's overall ``ru_maxrss``. A watchdog
 thread ends the child (exit code 3) if its RSS passes ``--rss-limit-gb`` or the machine's
 ``MemAvailable`` falls under 0.5 GB, so an oversized run fails instead of swapping or OOM-killing.
+The child runs with ``MALLOC_MMAP_THRESHOLD_=1048576`` (``--malloc-mmap-threshold``): freed
+buffers of 1 MiB or more go back to the OS at once instead of staying in glibc's heap as RSS.
 
 Usage::
 
@@ -249,6 +251,7 @@ def child(args) -> dict:
         "target_rss_gb": TARGET_GB,
         "verdict": "PASS" if peak <= TARGET_GB else "FAIL",
         "threads": torch.get_num_threads(),
+        "malloc_mmap_threshold": os.environ.get("MALLOC_MMAP_THRESHOLD_"),
         "seed": args.seed,
     }
     return res
@@ -270,6 +273,8 @@ def main(argv=None) -> int:
     ap.add_argument("--max-steps", type=int, default=None, help="max_steps_per_epoch (default: no cap)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--rss-limit-gb", type=float, default=21.0, help="watchdog: abort the child above this RSS")
+    ap.add_argument("--malloc-mmap-threshold", type=int, default=1 << 20,
+                    help="MALLOC_MMAP_THRESHOLD_ for the child (glibc; 0: leave malloc alone)")
     ap.add_argument("--out", type=Path, default=None, help="JSON output (default: print only)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -283,7 +288,12 @@ def main(argv=None) -> int:
 
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child"] + list(argv if argv is not None else sys.argv[1:])
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=False)
+    env = dict(os.environ)
+    if args.malloc_mmap_threshold:
+        # glibc: serve every allocation of at least this size with its own mmap, so a freed numpy /
+        # torch buffer goes back to the OS at once instead of staying in the heap as RSS
+        env.setdefault("MALLOC_MMAP_THRESHOLD_", str(args.malloc_mmap_threshold))
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=False, env=env)
     wall = time.perf_counter() - t0
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
