@@ -276,29 +276,42 @@ class LinkTask(_Task):
         would (up to float summation order) and returns the (detached) loss. The encoder runs
         forward and backward once; its output is detached so that each chunk's backward stops at
         the embedding ``z`` and only ``[chunk, hidden]`` intermediates are alive at a time. When
-        the loss is not finite, the encoder's backward is skipped (the caller raises).
+        the loss is not finite, the encoder's backward is skipped (the caller raises). Each chunk
+        decodes from its own rows ``z[unique(chunk nodes)]`` and adds their gradient into one
+        ``[N, hidden]`` buffer with ``index_add_``.
         """
         pairs, labels = batch
         total = pairs.shape[1]
         z = model.encoder(self.features, self.adj, self.seen)
-        zd = z.detach().requires_grad_(z.requires_grad)
+        zd = z.detach()
         del batch
         loss = torch.zeros((), dtype=torch.float64)
+        gz = torch.zeros_like(z) if z.requires_grad else None
         for i in (range(0, total, chunk) if starts is None else starts):  # starts: FLOP measurement only
-            logits = model.decode(zd, pairs[:, i:i + chunk])
+            p = pairs[:, i:i + chunk]
+            if gz is not None:
+                # decode from the chunk's own rows of z, then scatter their gradient into gz: no
+                # [N, hidden] gradient per chunk (what indexing z itself would allocate and zero)
+                nodes, local = torch.unique(p.long(), return_inverse=True)
+                zc = zd[nodes].requires_grad_()
+                logits = model.decode(zc, local)
+            else:
+                logits = model.decode(zd, p)
             part = F.binary_cross_entropy_with_logits(logits, labels[i:i + chunk].to(logits.dtype),
                                                       reduction="sum") / total
             if part.requires_grad:
                 part.backward()
+            if gz is not None:
+                gz.index_add_(0, nodes, zc.grad)
+                del zc, nodes, local
             loss += part.detach().double()
         dtype = z.dtype
-        if torch.isfinite(loss) and z.requires_grad and zd.grad is not None:
+        if torch.isfinite(loss) and gz is not None:
             # hand dL/dz to the encoder's backward without keeping a reference here, and drop z
             # (the graph does not save it): both [N, hidden] buffers are freed as soon as the
             # engine has consumed them instead of living through the whole encoder backward
-            root = _InjectGrad.apply(z, [zd.grad])
-            zd.grad = None
-            del z, zd
+            root = _InjectGrad.apply(z, [gz])
+            del z, zd, gz
             root.backward()
         return loss.to(dtype)
 
