@@ -70,6 +70,18 @@ class TrainConfig:
         blocksize: BSR block edge (``layout="bsr"`` only).
         executor: ``"auto"`` (measured dense-vs-sparse choice per layer, :mod:`gnnsparse.chooser`),
             ``"sparse"`` or ``"dense"``; sparse layers the chooser runs dense count dense FLOPs.
+        loss_chunk: link tasks only. None (default): each step's loss is one decode of the whole
+            batch. An int ``c >= 1``: the encoder runs once, its output ``z`` is detached, the
+            batch's pairs are decoded and their BCE (summed, divided by the batch size: the same
+            mean) back-propagated ``c`` pairs at a time into the detached ``z`` and the decoder,
+            then ``z.backward(dL/dz)`` once through the encoder. Same loss and gradients (up to
+            float summation order), memory ``O(N·hidden + c·hidden)`` whatever the batch size, so
+            a batch may hold all training pairs (``batch_size >= n_train``: one step per epoch).
+            Node tasks ignore it (their loss reads rows of one ``[N, classes]`` output).
+        max_steps_per_epoch: None (default): an epoch is every batch of the shuffled training items.
+            An int ``k >= 1``: an epoch stops after its first ``k`` batches (a random ``k·batch_size``
+            subset of the items, fresh each epoch); step-based schedules (pruning, drop/grow
+            ``update_end``) count the capped epochs.
     """
 
     epochs: int = 30
@@ -96,6 +108,8 @@ class TrainConfig:
     layout: str = "csr"
     blocksize: int | None = None
     executor: str = "auto"
+    loss_chunk: int | None = None
+    max_steps_per_epoch: int | None = None
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first bad field."""
@@ -105,6 +119,10 @@ class TrainConfig:
             raise ValueError(f"finetune_epochs must be >= 0, got {self.finetune_epochs}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        for name in ("loss_chunk", "max_steps_per_epoch"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ValueError(f"{name} must be None or an int >= 1, got {v!r}")
         if self.update_interval < 1:
             raise ValueError(f"update_interval must be >= 1, got {self.update_interval}")
         if self.distribution not in regimes.DISTRIBUTIONS:
@@ -162,6 +180,20 @@ class _Task:
         return tuple(batch[0].shape)
 
 
+class _InjectGrad(torch.autograd.Function):
+    """``root = _InjectGrad.apply(z, [g]); root.backward()`` is ``z.backward(g)``, except that ``g`` is
+    popped from its holder list inside the backward, so the caller keeps no reference to it."""
+
+    @staticmethod
+    def forward(ctx, z, holder):
+        ctx.holder = holder
+        return z.new_zeros(())
+
+    @staticmethod
+    def backward(ctx, _):
+        return ctx.holder.pop(), None
+
+
 #: Evaluation pairs decoded per call (bounds the decoder's [pairs, hidden] intermediates).
 DECODE_CHUNK = 65536
 
@@ -187,19 +219,101 @@ class LinkTask(_Task):
         return build_model("link", self.data.num_nodes, self.features.shape[1], cfg.hidden, cfg.model,
                            num_layers=cfg.num_layers, dropout=cfg.dropout)
 
-    def epoch_batches(self, gen: torch.Generator):
+    def epoch_batches(self, gen: torch.Generator, compact: bool = False):
+        """Batches ``(pairs [2, 2b], labels [2b])``: ``b`` shuffled training positives, then ``b`` fresh
+        negatives. ``compact=True`` (the chunked loss): the same pairs as int32 (when the node ids
+        fit) and the labels as bool, 9 instead of 20 bytes per pair for a batch of all pairs."""
         pos = self.data.train_pos
         perm = torch.randperm(pos.shape[1], generator=gen)
+        small = compact and self.data.num_nodes <= torch.iinfo(torch.int32).max
         for i in range(0, perm.numel(), self.batch_size):
             idx = perm[i:i + self.batch_size]
             p = pos[:, idx]
             n = self.data.sample_train_negatives(idx.numel(), gen)
-            yield torch.cat([p, n], 1), torch.cat([torch.ones(idx.numel()), torch.zeros(n.shape[1])])
+            if small:
+                p, n = p.to(torch.int32), n.to(torch.int32)
+            if compact:
+                labels = torch.cat([torch.ones(idx.numel(), dtype=torch.bool),
+                                    torch.zeros(n.shape[1], dtype=torch.bool)])
+            else:
+                labels = torch.cat([torch.ones(idx.numel()), torch.zeros(n.shape[1])])
+            batch = torch.cat([p, n], 1), labels
+            del p, n, idx  # not kept alive by the suspended generator (a full batch: 3 x [2, B] int64)
+            yield batch
+            del batch
 
     def loss(self, model, batch) -> torch.Tensor:
         pairs, labels = batch
         logits = model(self.features, self.adj, pairs, self.seen)
         return F.binary_cross_entropy_with_logits(logits, labels)
+
+    def chunked_step_flops(self, model, batch, chunk: int) -> int:
+        """Executed FLOPs of ``loss_backward_chunked(model, batch, chunk)`` without decoding the whole
+        batch under the FLOP counter (untimed; the gradients it leaves behind are to be discarded).
+
+        Every full chunk executes the same FLOPs, so three short runs suffice: ``A`` = encoder +
+        chunk 0, ``B`` = encoder + chunks 0 and 1, ``L`` = encoder + the last (partial) chunk; the
+        encoder's forward/backward is ``E = 2A - B``, a full chunk ``C = B - A``, and the step
+        ``E + (#full chunks)·C + (L - E)``. Batches of at most 3 chunks are measured whole.
+        """
+        total = batch[0].shape[1]
+        n_full, rem = divmod(total, chunk)
+        if n_full + (rem > 0) <= 3:
+            return measure_flops(lambda: self.loss_backward_chunked(model, batch, chunk))
+        run = lambda starts: measure_flops(  # noqa: E731
+            lambda: self.loss_backward_chunked(model, batch, chunk, starts=starts))
+        a, b = run([0]), run([0, chunk])
+        enc, per_chunk = 2 * a - b, b - a
+        flops = enc + n_full * per_chunk
+        if rem:
+            flops += run([n_full * chunk]) - enc
+        return flops
+
+    def loss_backward_chunked(self, model, batch, chunk: int, starts=None) -> torch.Tensor:
+        """Back-propagate the batch's loss decoded ``chunk`` pairs at a time (``loss_chunk``).
+
+        Accumulates into the parameters' ``.grad`` exactly what ``loss(model, batch).backward()``
+        would (up to float summation order) and returns the (detached) loss. The encoder runs
+        forward and backward once; its output is detached so that each chunk's backward stops at
+        the embedding ``z`` and only ``[chunk, hidden]`` intermediates are alive at a time. When
+        the loss is not finite, the encoder's backward is skipped (the caller raises). Each chunk
+        decodes from its own rows ``z[unique(chunk nodes)]`` and adds their gradient into one
+        ``[N, hidden]`` buffer with ``index_add_``.
+        """
+        pairs, labels = batch
+        total = pairs.shape[1]
+        z = model.encoder(self.features, self.adj, self.seen)
+        zd = z.detach()
+        del batch
+        loss = torch.zeros((), dtype=torch.float64)
+        gz = torch.zeros_like(z) if z.requires_grad else None
+        for i in (range(0, total, chunk) if starts is None else starts):  # starts: FLOP measurement only
+            p = pairs[:, i:i + chunk]
+            if gz is not None:
+                # decode from the chunk's own rows of z, then scatter their gradient into gz: no
+                # [N, hidden] gradient per chunk (what indexing z itself would allocate and zero)
+                nodes, local = torch.unique(p.long(), return_inverse=True)
+                zc = zd[nodes].requires_grad_()
+                logits = model.decode(zc, local)
+            else:
+                logits = model.decode(zd, p)
+            part = F.binary_cross_entropy_with_logits(logits, labels[i:i + chunk].to(logits.dtype),
+                                                      reduction="sum") / total
+            if part.requires_grad:
+                part.backward()
+            if gz is not None:
+                gz.index_add_(0, nodes, zc.grad)
+                del zc, nodes, local
+            loss += part.detach().double()
+        dtype = z.dtype
+        if torch.isfinite(loss) and gz is not None:
+            # hand dL/dz to the encoder's backward without keeping a reference here, and drop z
+            # (the graph does not save it): both [N, hidden] buffers are freed as soon as the
+            # engine has consumed them instead of living through the whole encoder backward
+            root = _InjectGrad.apply(z, [gz])
+            del z, zd, gz
+            root.backward()
+        return loss.to(dtype)
 
     @torch.no_grad()
     def evaluate(self, model, split: str) -> dict:
@@ -288,9 +402,12 @@ def make_task(data, cfg: TrainConfig):
 
 
 # ------------------------------------------------------------------------------------- helpers
-def _steps_per_epoch(task) -> int:
+def _steps_per_epoch(task, cfg: TrainConfig | None = None) -> int:
     n = task.data.train_pos.shape[1] if task.kind == "link" else task.train_idx.numel()
-    return max(1, math.ceil(n / task.batch_size))
+    steps = max(1, math.ceil(n / task.batch_size))
+    if cfg is not None and cfg.max_steps_per_epoch is not None:
+        steps = min(steps, cfg.max_steps_per_epoch)
+    return steps
 
 
 def sparsity_report(model: nn.Module, kept_dense: dict[str, str]) -> dict:
@@ -334,6 +451,8 @@ class _Phase:
     before: Callable[[int], None] | None = None
     after: Callable[[int], int] | None = None
     on_epoch: Callable[[int], None] | None = None
+    max_steps: int | None = None
+    loss_chunk: int | None = None
 
 
 @dataclass
@@ -351,14 +470,17 @@ class _RunState:
 
 def _run_phase(model, task, optimizer, phase: _Phase, state: _RunState, gen: torch.Generator, progress=None):
     seconds = 0.0
+    chunked = phase.loss_chunk is not None and task.kind == "link"
     for epoch in range(phase.epochs):
-        for batch in task.epoch_batches(gen):
+        batches = task.epoch_batches(gen, compact=True) if chunked else task.epoch_batches(gen)
+        for i_batch, batch in enumerate(batches):
             key = (phase.name, task.batch_key(batch))
 
             def measure(batch=batch):
                 def fwd_bwd():
                     task.loss(model, batch).backward()
-                f = measure_flops(fwd_bwd)
+                f = (task.chunked_step_flops(model, batch, phase.loss_chunk) if chunked
+                     else measure_flops(fwd_bwd))
                 optimizer.zero_grad(set_to_none=True)
                 return f
 
@@ -368,11 +490,12 @@ def _run_phase(model, task, optimizer, phase: _Phase, state: _RunState, gen: tor
             if phase.before:
                 phase.before(state.step)
             optimizer.zero_grad(set_to_none=True)
-            loss = task.loss(model, batch)
+            loss = task.loss_backward_chunked(model, batch, phase.loss_chunk) if chunked else task.loss(model, batch)
             if not torch.isfinite(loss):
                 raise ValueError(f"training diverged in phase '{phase.name}' at step {state.step}: loss is "
                                  f"{loss.item()} (lower the learning rate)")
-            loss.backward()
+            if not chunked:
+                loss.backward()
             optimizer.step()
             # drop the step's graph before the mask update: a layer whose nnz changes (global
             # drop-and-grow) gets values of a new shape, which a still-referenced graph would
@@ -381,6 +504,11 @@ def _run_phase(model, task, optimizer, phase: _Phase, state: _RunState, gen: tor
             extra = phase.after(state.step) if phase.after else 0
             seconds += time.perf_counter() - t0
             state.flops.add(phase.name, per_step + extra)
+            if phase.max_steps is not None and i_batch + 1 >= phase.max_steps:
+                break  # before the generator draws the next batch (and its negatives)
+        # nothing reads the last step's gradients again (the next step zeroes them): free them
+        # before the evaluation (the embedding's is [N, hidden])
+        optimizer.zero_grad(set_to_none=True)
         if phase.on_epoch:
             phase.on_epoch(epoch)
         t0 = time.perf_counter()
@@ -428,6 +556,10 @@ def _finish(regime, model, task, state: _RunState, cfg: TrainConfig, sparsity, k
     return row
 
 
+def _phase_kw(cfg: TrainConfig) -> dict:
+    return dict(max_steps=cfg.max_steps_per_epoch, loss_chunk=cfg.loss_chunk)
+
+
 def _seeded(cfg: TrainConfig):
     torch.manual_seed(cfg.seed)
     return torch.Generator().manual_seed(cfg.seed)
@@ -445,7 +577,7 @@ def run_dense(task, cfg: TrainConfig, progress=None) -> dict:
     model = task.build_model(cfg)
     opt = _adam(model, cfg)
     state = _RunState()
-    _run_phase(model, task, opt, _Phase("dense", cfg.epochs, True), state, gen, progress)
+    _run_phase(model, task, opt, _Phase("dense", cfg.epochs, True, **_phase_kw(cfg)), state, gen, progress)
     return _finish("dense", model, task, state, cfg, 0.0, {})
 
 
@@ -482,7 +614,7 @@ def run_train_and_prune(task, cfg: TrainConfig, sparsity: float, progress=None) 
     gen = _seeded(cfg)
     model = task.build_model(cfg)
     targets, kept = _targets(model, cfg, sparsity)
-    spe = _steps_per_epoch(task)
+    spe = _steps_per_epoch(task, cfg)
     total = cfg.epochs * spe
     if cfg.prune_schedule == "gradual":
         start, end = int(cfg.prune_start * total), max(1, int(cfg.prune_end * total))
@@ -498,7 +630,7 @@ def run_train_and_prune(task, cfg: TrainConfig, sparsity: float, progress=None) 
         return 0
 
     ft = cfg.finetune
-    _run_phase(model, task, opt, _Phase("dense-prune", cfg.epochs, ft == 0, after=after), state, gen, progress)
+    _run_phase(model, task, opt, _Phase("dense-prune", cfg.epochs, ft == 0, after=after, **_phase_kw(cfg)), state, gen, progress)
     masks = pruner.masks(finalize=True)
     sparsify(model, targets, masks=masks, **_sparse_kw(cfg))
     _choose_executors(model)
@@ -509,7 +641,7 @@ def run_train_and_prune(task, cfg: TrainConfig, sparsity: float, progress=None) 
     else:
         state.best_state, state.best_val = None, -math.inf
         opt = _adam(model, cfg)
-        _run_phase(model, task, opt, _Phase("finetune", ft, True), state, gen, progress)
+        _run_phase(model, task, opt, _Phase("finetune", ft, True, **_phase_kw(cfg)), state, gen, progress)
     return _finish("train-and-prune", model, task, state, cfg, sparsity, kept,
                    {"layer_targets": targets})
 
@@ -525,12 +657,12 @@ def run_sparse_training(task, cfg: TrainConfig, sparsity: float, progress=None) 
     sparsify(model, targets, init="random", generator=mask_gen, **_sparse_kw(cfg))
     _choose_executors(model)
     opt = _adam(model, cfg)
-    total = cfg.epochs * _steps_per_epoch(task)
+    total = cfg.epochs * _steps_per_epoch(task, cfg)
     dst = regimes.DynamicSparseTraining(model, opt, cfg.update_interval, int(cfg.update_end * total),
                                         cfg.drop_fraction, cfg.grow, generator=mask_gen, scope=cfg.pruning)
     state = _RunState()
     _run_phase(model, task, opt, _Phase("sparse", cfg.epochs, True, before=dst.before_forward,
-                                        after=dst.after_step), state, gen, progress)
+                                        after=dst.after_step, **_phase_kw(cfg)), state, gen, progress)
     dst.close()
     return _finish("sparse-training", model, task, state, cfg, sparsity, kept,
                    {"layer_targets": targets, "mask_updates": dst.updates})

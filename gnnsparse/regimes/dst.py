@@ -58,40 +58,48 @@ def remap_optimizer_state(optimizer: torch.optim.Optimizer, param: nn.Parameter,
 
 
 class _GradCapture:
-    """Captures a layer's input and output gradient during one forward/backward (update steps only)."""
+    """Accumulates a layer's dense weight gradient ``Σ dYᵀ·X`` during backward (update steps only).
+
+    Each call's input is held only until that call's output gradient arrives, then folded into the
+    ``[out, in]`` sum, so a layer called many times in one step (a link loss decoded in chunks,
+    ``TrainConfig.loss_chunk``) holds one chunk's input at a time, not all of them.
+    """
 
     def __init__(self, layer: SparseLinear):
         self.layer = layer
-        self.inputs: list[torch.Tensor] = []
-        self.grads: dict[int, torch.Tensor] = {}
+        self.inputs: dict[int, torch.Tensor] = {}
+        self.calls = 0
+        self.grad: torch.Tensor | None = None
+        self.flops = 0
         self.handle = layer.register_forward_hook(self._hook)
 
     def _hook(self, module, args, output):
         if not torch.is_grad_enabled() or not output.requires_grad:
             return
-        idx = len(self.inputs)
-        self.inputs.append(args[0].detach().reshape(-1, module.in_features))
+        idx = self.calls
+        self.calls += 1
+        self.inputs[idx] = args[0].detach().reshape(-1, module.in_features)
 
         def store(g, idx=idx):
-            self.grads[idx] = g.detach().reshape(-1, module.out_features)
+            x = self.inputs.pop(idx)
+            dy = g.detach().reshape(-1, module.out_features)
+            if self.grad is None:
+                self.grad = self.layer.values.new_zeros(module.out_features, module.in_features)
+            self.grad.addmm_(dy.t(), x)
+            self.flops += 2 * x.shape[0] * module.in_features * module.out_features
 
         output.register_hook(store)
 
     def dense_grad(self) -> tuple[torch.Tensor, int]:
-        """Dense ``dL/dW`` ``[out, in]`` summed over the captured calls, and its FLOPs ``2·N·in·out``."""
+        """Dense ``dL/dW`` ``[out, in]`` summed over the captured calls whose output reached the loss,
+        and its FLOPs ``2·N·in·out``."""
         layer = self.layer
-        g = layer.values.new_zeros(layer.out_features, layer.in_features)
-        flops = 0
-        for idx, x in enumerate(self.inputs):
-            dy = self.grads.get(idx)
-            if dy is None:  # that call's output did not reach the loss
-                continue
-            g.addmm_(dy.t(), x)
-            flops += 2 * x.shape[0] * layer.in_features * layer.out_features
-        return g, flops
+        g = self.grad if self.grad is not None else layer.values.new_zeros(layer.out_features, layer.in_features)
+        return g, self.flops
 
     def close(self):
         self.handle.remove()
+        self.inputs.clear()
 
 
 def _units(layer: SparseLinear):
