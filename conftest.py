@@ -17,6 +17,14 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # Sparse layers run their sparse kernels in tests (deterministic, FLOPs as written); the measured
 # dense-vs-sparse choice (GNNSPARSE_EXECUTOR=auto, the library default) has its own tests.
 os.environ.setdefault("GNNSPARSE_EXECUTOR", "sparse")
+# the ingest cache of the test session lives in a temporary folder, not in ~/.cache
+if "GNNSPARSE_CACHE_DIR" not in os.environ:
+    import atexit
+    import shutil
+    import tempfile
+
+    os.environ["GNNSPARSE_CACHE_DIR"] = tempfile.mkdtemp(prefix="gnnsparse-test-ingest-")
+    atexit.register(shutil.rmtree, os.environ["GNNSPARSE_CACHE_DIR"], True)
 
 
 def _has_cuda_gpu() -> bool:

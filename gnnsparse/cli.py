@@ -115,6 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "layers run dense are counted with dense FLOPs and named in the output")
     c.add_argument("--backend", choices=("cpu", "torch"), default=None,
                    help="sparse op backend; unset: C++ kernels when built")
+    c.add_argument("--loss-chunk", type=_positive, default=None,
+                   help="link tasks: decode each batch's pairs this many at a time, with the encoder run once "
+                        "per step (same loss and gradients; memory independent of --batch-size, so a batch may "
+                        "hold all training pairs on a large graph); unset: one decode per batch")
+    c.add_argument("--max-steps-per-epoch", type=_positive, default=None,
+                   help="stop each epoch after this many batches (a fresh random subset each epoch); "
+                        "unset: every batch")
     c.add_argument("--threads", type=_int_in(1, 1024, "--threads"), default=None,
                    help="torch.set_num_threads; unset: torch's default")
     c.add_argument("--json", default=None, help="write all result rows to this JSON file")
@@ -247,7 +254,8 @@ def _compare(args) -> int:
                       distribution=args.distribution, pruning=args.pruning, prune_schedule=args.prune_schedule,
                       grow=args.grow, update_interval=args.update_interval, drop_fraction=args.drop_fraction,
                       backend=args.backend, layout=args.layout, executor=args.executor,
-                      blocksize=(args.blocksize or 16) if args.layout == "bsr" else None)
+                      blocksize=(args.blocksize or 16) if args.layout == "bsr" else None,
+                      loss_chunk=args.loss_chunk, max_steps_per_epoch=args.max_steps_per_epoch)
     if args.blocksize is not None and args.layout != "bsr":
         raise ValueError("--blocksize is only used with --layout bsr")
     cfg.validate()

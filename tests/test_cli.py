@@ -223,3 +223,15 @@ def test_global_drop_and_grow_moving_nnz_between_layers_trains(capsys):
                            "--pruning", "global", "--grow", "rigl", "--update-interval", "1", "--hidden", "32",
                            "--no-progress", "--executor", "sparse"], capsys)
     assert code == 0, err
+
+
+def test_compare_loss_chunk_and_step_cap(tmp_path, capsys):
+    js = tmp_path / "r.json"
+    code, out, err = _run(["compare", "--dataset", "ia-enron-employees", "--sparsity", "0.9", "--epochs", "2",
+                           "--batch-size", "100000", "--loss-chunk", "256", "--max-steps-per-epoch", "1",
+                           "--hidden", "32", "--json", str(js), "--no-progress"], capsys)
+    assert code == 0, err
+    rows = json.loads(js.read_text())["rows"]
+    assert {r["config"]["loss_chunk"] for r in rows} == {256}
+    # one step per epoch (the whole training set in one batch, decoded 256 pairs at a time)
+    assert [r["steps"] for r in rows] == [2, 3, 2]

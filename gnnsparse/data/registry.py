@@ -15,6 +15,7 @@ from typing import Dict, List, Optional, Tuple, Union
 
 from .errors import DataError
 from .readers import (
+    TemporalEdges,
     check_regular_file,
     read_edges,
     read_network_repository_edges,
@@ -274,5 +275,12 @@ def _load_original(name: str, path: Path, task: Optional[str], seed: int):
                         features=brain.features)
     if task == "node":
         raise DataError(f"{path}: task='node' needs node labels; {name} is a link-prediction dataset")
-    edges = read_network_repository_edges(path) if o.reader == "networkrepository" else read_snap_edges(path)
-    return LinkData(edges, name=name, seed=seed)
+    if o.reader == "networkrepository":
+        return LinkData(read_network_repository_edges(path), name=name, seed=seed)
+    # SNAP originals are large (sx-stackoverflow: 63.5M lines): streamed by the chunked parser into
+    # int32 ids and cached as .npy (GNNSPARSE_CACHE_DIR), and the per-line arrays are not kept
+    from .ingest import load_edge_list
+
+    g = load_edge_list(path)
+    edges = TemporalEdges(src=g.src, dst=g.dst, t=g.t, weight=None, sign=None, node_ids=g.node_ids, path=path)
+    return LinkData(edges, name=name, seed=seed, keep_edges=False)
