@@ -54,26 +54,24 @@ GB = 1e9
 
 
 # ------------------------------------------------------------------------------ child process
-def _status_kb(field: str) -> int | None:
+def _proc_kb(path: str, field: str) -> int | None:
+    """``field`` of a ``/proc`` key-value file (``/proc/self/status``, ``/proc/meminfo``) in kB."""
     try:
-        with open("/proc/self/status") as fh:
+        with open(path) as fh:
             for line in fh:
                 if line.startswith(field + ":"):
                     return int(line.split()[1])
     except OSError:
         pass
     return None
+
+
+def _status_kb(field: str) -> int | None:
+    return _proc_kb("/proc/self/status", field)
 
 
 def _meminfo_kb(field: str) -> int | None:
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
+    return _proc_kb("/proc/meminfo", field)
 
 
 class _Probe:

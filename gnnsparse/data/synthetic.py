@@ -79,6 +79,48 @@ def _format_lines(src: np.ndarray, dst: np.ndarray, t: np.ndarray) -> bytes:
     return mat[mat != 0].tobytes()
 
 
+def _synthetic_chunks(n: int, m: int, seed: int, chunk: int, alpha: float):
+    """The synthetic graph's random stream: yields ``ids`` (int64 sorted original ids) first,
+    then per chunk ``(e0, e1, ends, t)`` with ``ends`` the ``2 * (e1 - e0)`` endpoint *ranks'
+    compacted ids* (int32, ``ends[0::2]`` sources, ``ends[1::2]`` destinations) and ``t`` the
+    chunk's sorted timestamps. One stream for :func:`write_synthetic_sx` and
+    :func:`synthetic_sx_arrays`, so both give the same graph."""
+    if n < 1 or 2 * m < n:
+        raise ValueError(f"need 2 * num_edges >= num_nodes >= 1, got nodes={n}, edges={m}")
+    if chunk < 1:
+        raise ValueError("chunk must be >= 1")
+    if n > np.iinfo(np.int32).max:
+        raise ValueError(f"num_nodes {n} does not fit int32 ids")
+    rng = np.random.default_rng(seed)
+    id_space = max(n, int(n * 2.3))
+    ids = np.sort(rng.choice(id_space, size=n, replace=False)).astype(np.int64)
+    yield ids
+    # node of rank r is compacted id rank_to_node[r] (original id ids[rank_to_node[r]])
+    rank_to_node = rng.permutation(n).astype(np.int32)
+    w = (np.arange(1, n + 1, dtype=np.float64)) ** (-float(alpha))
+    cdf = np.cumsum(w)
+    cdf /= cdf[-1]
+    del w
+    cover = rng.permutation(n)
+    stride = (2 * m) // n
+    span = _T1 - _T0
+    for e0 in range(0, m, chunk):
+        e1 = min(m, e0 + chunk)
+        c = e1 - e0
+        ranks = np.searchsorted(cdf, rng.random(2 * c), side="right")
+        np.minimum(ranks, n - 1, out=ranks)
+        ends = rank_to_node[ranks]
+        # coverage slots (every node appears at least once): s = 2 * edge + side
+        s_lo, s_hi = 2 * e0, 2 * e1
+        first = -(-s_lo // stride) * stride
+        slots = np.arange(first, min(s_hi, n * stride), stride, dtype=np.int64)
+        if slots.size:
+            ends[slots - s_lo] = rank_to_node[cover[slots // stride]]
+        lo = _T0 + (span * e0) // m
+        hi = _T0 + (span * e1) // m
+        yield e0, e1, ends, np.sort(rng.integers(lo, max(hi, lo + 1), size=c, dtype=np.int64))
+
+
 def write_synthetic_sx(
     path: Union[str, os.PathLike],
     num_nodes: int = SX_STACKOVERFLOW_NODES,
@@ -112,22 +154,8 @@ def write_synthetic_sx(
     """
     path = Path(path)
     n, m = int(num_nodes), int(num_edges)
-    if n < 1 or 2 * m < n:
-        raise ValueError(f"need 2 * num_edges >= num_nodes >= 1, got nodes={n}, edges={m}")
-    if chunk < 1:
-        raise ValueError("chunk must be >= 1")
-    rng = np.random.default_rng(seed)
-    id_space = max(n, int(n * 2.3))
-    ids = np.sort(rng.choice(id_space, size=n, replace=False)).astype(np.int64)
-    rank_to_id = ids[rng.permutation(n)]
-    del ids
-    w = (np.arange(1, n + 1, dtype=np.float64)) ** (-float(alpha))
-    cdf = np.cumsum(w)
-    cdf /= cdf[-1]
-    del w
-    cover = rng.permutation(n)
-    stride = (2 * m) // n
-    span = _T1 - _T0
+    chunks = _synthetic_chunks(n, m, seed, chunk, alpha)
+    ids = next(chunks)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     header = (
         f"# SYNTHETIC sx-stackoverflow-like edge list (NOT real data): nodes={n} edges={m} "
@@ -137,21 +165,8 @@ def write_synthetic_sx(
     try:
         with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=compresslevel, mtime=0) as gz:
             gz.write(header)
-            for e0 in range(0, m, chunk):
-                e1 = min(m, e0 + chunk)
-                c = e1 - e0
-                ranks = np.searchsorted(cdf, rng.random(2 * c), side="right")
-                np.minimum(ranks, n - 1, out=ranks)
-                ends = rank_to_id[ranks]
-                # coverage slots: s = 2 * edge + side
-                s_lo, s_hi = 2 * e0, 2 * e1
-                first = -(-s_lo // stride) * stride
-                slots = np.arange(first, min(s_hi, n * stride), stride, dtype=np.int64)
-                if slots.size:
-                    ends[slots - s_lo] = rank_to_id[cover[slots // stride]]
-                lo = _T0 + (span * e0) // m
-                hi = _T0 + (span * e1) // m
-                t = np.sort(rng.integers(lo, max(hi, lo + 1), size=c, dtype=np.int64))
+            for _, _, ends, t in chunks:
+                ends = ids[ends]  # compacted -> original ids
                 gz.write(_format_lines(ends[0::2], ends[1::2], t))
         os.replace(tmp, path)
     except BaseException:
@@ -178,41 +193,13 @@ def synthetic_sx_arrays(
     the result plus ``~60 * chunk`` transient.
     """
     n, m = int(num_nodes), int(num_edges)
-    if n < 1 or 2 * m < n:
-        raise ValueError(f"need 2 * num_edges >= num_nodes >= 1, got nodes={n}, edges={m}")
-    if chunk < 1:
-        raise ValueError("chunk must be >= 1")
-    if n > np.iinfo(np.int32).max:
-        raise ValueError(f"num_nodes {n} does not fit int32 ids")
-    rng = np.random.default_rng(seed)
-    id_space = max(n, int(n * 2.3))
-    ids = np.sort(rng.choice(id_space, size=n, replace=False)).astype(np.int64)
-    # the file writes original id ids[perm[r]] for rank r; compaction maps ids[k] -> k
-    rank_to_node = rng.permutation(n).astype(np.int32)
-    w = (np.arange(1, n + 1, dtype=np.float64)) ** (-float(alpha))
-    cdf = np.cumsum(w)
-    cdf /= cdf[-1]
-    del w
-    cover = rng.permutation(n)
-    stride = (2 * m) // n
-    span = _T1 - _T0
+    chunks = _synthetic_chunks(n, m, seed, chunk, alpha)
+    ids = next(chunks)
     src = np.empty(m, dtype=np.int32)
     dst = np.empty(m, dtype=np.int32)
     t = np.empty(m, dtype=np.int64)
-    for e0 in range(0, m, chunk):
-        e1 = min(m, e0 + chunk)
-        c = e1 - e0
-        ranks = np.searchsorted(cdf, rng.random(2 * c), side="right")
-        np.minimum(ranks, n - 1, out=ranks)
-        ends = rank_to_node[ranks]
-        s_lo, s_hi = 2 * e0, 2 * e1
-        first = -(-s_lo // stride) * stride
-        slots = np.arange(first, min(s_hi, n * stride), stride, dtype=np.int64)
-        if slots.size:
-            ends[slots - s_lo] = rank_to_node[cover[slots // stride]]
-        lo = _T0 + (span * e0) // m
-        hi = _T0 + (span * e1) // m
-        t[e0:e1] = np.sort(rng.integers(lo, max(hi, lo + 1), size=c, dtype=np.int64))
+    for e0, e1, ends, tc in chunks:
+        t[e0:e1] = tc
         src[e0:e1] = ends[0::2]
         dst[e0:e1] = ends[1::2]
     return src, dst, t, ids
