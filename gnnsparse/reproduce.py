@@ -57,7 +57,8 @@ class Preset:
         epochs: E (dense and sparse training; train-and-prune: E dense + E // 2 fine-tuning).
         steps_per_epoch: the batch size is ``ceil(training items / steps_per_epoch)`` (at least
             ``min_batch``), so every epoch has about this many optimizer steps.
-        update_interval: ΔT, steps between mask updates (pruning and drop-and-grow).
+        update_interval: ΔT, steps between mask updates (pruning and drop-and-grow); a run shortened
+            by ``--epochs`` / ``--steps-per-epoch`` uses ``min(ΔT, total steps // 8)`` (at least 1).
         min_batch: smallest batch size.
     """
 
@@ -119,9 +120,16 @@ def grid_config(model: str, train_items: int, seed: int, epochs: int | None = No
 
     p = PRESETS[model]
     spe = steps_per_epoch or p.steps_per_epoch
+    e = epochs or p.epochs
     batch = max(p.min_batch, math.ceil(train_items / spe))
-    return TrainConfig(epochs=epochs or p.epochs, batch_size=batch, model=model, seed=seed,
-                       update_interval=p.update_interval, **overrides)
+    return TrainConfig(epochs=e, batch_size=batch, model=model, seed=seed,
+                       update_interval=_update_interval(p, e, spe), **overrides)
+
+
+def _update_interval(p: Preset, epochs: int, steps_per_epoch: int) -> int:
+    """ΔT: the preset's, shortened when a shorter run would leave fewer than 8 mask updates
+    (``max(1, min(ΔT, epochs * steps_per_epoch // 8))``); the presets themselves are unchanged."""
+    return max(1, min(p.update_interval, epochs * steps_per_epoch // 8))
 
 
 def _key(row: dict) -> tuple:
@@ -129,6 +137,18 @@ def _key(row: dict) -> tuple:
 
 
 _ROW_FIELDS = ("seed", "regime", "target_sparsity", "config", "metrics", "train_flops")
+
+
+def _config_matches(saved: dict, want: dict) -> bool:
+    """Same training configuration. A field missing from a saved row (added to
+    :class:`~gnnsparse.train.TrainConfig` after the row was written) counts as its default, which
+    by the library's rule keeps the earlier behaviour."""
+    from .train import TrainConfig
+
+    defaults = dataclasses.asdict(TrainConfig())
+    if set(saved) - set(want):
+        return False
+    return all(saved.get(k, defaults.get(k)) == v for k, v in want.items())
 
 
 def _data_identity(ds: GridDataset, data) -> dict:
@@ -241,7 +261,10 @@ def run_grid(root, out_dir, *, datasets: Sequence[str] = PAPER_DATASETS, models:
                                            "describe": data.describe(), "note": getattr(data, "note", ""),
                                            "model": model, "preset": dataclasses.asdict(PRESETS[model]), "rows": []}
                         saved[model] = _saved_rows(path, identities[ds.name], log)
-                    reusable = {_key(r): r for r in saved[model] if r["config"] == want}
+                    reusable: dict = {}
+                    for r in saved[model]:  # the first run of a key wins
+                        if _config_matches(r["config"], want):
+                            reusable.setdefault(_key(r), r)
                     task = make_task(data, cfg)
                     todo = [("dense", 0.0)] + [(reg, s) for s in sparsities
                                                for reg in ("train-and-prune", "sparse-training")]
@@ -286,7 +309,9 @@ def run_grid(root, out_dir, *, datasets: Sequence[str] = PAPER_DATASETS, models:
         "presets": {m: dataclasses.asdict(PRESETS[m]) for m in models},
         "used": {m: {"epochs": epochs or PRESETS[m].epochs,
                      "steps_per_epoch": steps_per_epoch or PRESETS[m].steps_per_epoch,
-                     "update_interval": PRESETS[m].update_interval} for m in models},
+                     "update_interval": _update_interval(PRESETS[m], epochs or PRESETS[m].epochs,
+                                                         steps_per_epoch or PRESETS[m].steps_per_epoch)}
+                 for m in models},
         "overrides": {"epochs": epochs, "steps_per_epoch": steps_per_epoch, **overrides},
         "verdicts": verdicts(groups),
     }
@@ -453,7 +478,8 @@ def markdown_report(groups: list[dict], summary: dict) -> str:
             continue
         counts = f"{d['cells_supporting']} of {d['cells']} cells support it"
         if key == "nodes":
-            counts += f", {d['cells_contradicting']} contradict it"
+            ties = d["cells"] - d["cells_supporting"] - d["cells_contradicting"]
+            counts += f", {d['cells_contradicting']} contradict it, {ties} tie{'s' if ties != 1 else ''}"
         if d.get("reason"):
             counts += f"; {d['reason']}"
         lines += [f"- **{title}** — {d['claim']}: **{d['verdict']}** ({counts}; rules in "

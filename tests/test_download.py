@@ -176,7 +176,10 @@ def test_known_checksum_verified_and_root_link(serve, tmp_path):
     res = download_dataset("stackoverflow", url=srv.url(), cache_dir=tmp_path / "cache", root=root,
                            expected_sha256=_sums()[REL], expected_size=SRC.stat().st_size, progress=False)
     assert res.verified and res.sha256 == _sums()[REL] and res.size == SRC.stat().st_size
-    assert res.linked == root / "snap" / SRC.name and _sha(res.linked) == _sums()[REL]
+    # saved and linked under the original's name, whatever the URL's file is called
+    assert res.linked == root / "snap" / "sx-stackoverflow.txt.gz" and _sha(res.linked) == _sums()[REL]
+    from gnnsparse.reproduce import find_datasets
+    assert [(d.name, d.source) for d in find_datasets(root, ["stackoverflow"])[0]] == [("stackoverflow", "original")]
     again = download_dataset("stackoverflow", url=srv.url(), cache_dir=tmp_path / "cache", progress=False)
     assert again.cached and len(srv.requests) == 1
 
@@ -210,7 +213,7 @@ def test_unwritable_root_clear_error(serve, tmp_path):
     with pytest.raises(DownloadError, match="not an existing directory"):
         download_dataset("stackoverflow", url=srv.url(), cache_dir=tmp_path / "c", root=tmp_path / "nope",
                          progress=False)
-    assert _sha(tmp_path / "c" / SRC.name) == _sha(SRC)  # the cached download is kept
+    assert _sha(tmp_path / "c" / "sx-stackoverflow.txt.gz") == _sha(SRC)  # the cached download is kept
     if os.geteuid() != 0:  # root ignores directory permissions
         ro = tmp_path / "ro"
         ro.mkdir()
@@ -229,5 +232,5 @@ def test_cli_module_entry(serve, tmp_path):
                         "--cache-dir", str(tmp_path), "--no-progress"],
                        capture_output=True, text=True, timeout=120, cwd=REPO)
     assert r.returncode == 0, r.stderr
-    assert str(tmp_path / SRC.name) in r.stdout
+    assert str(tmp_path / "sx-stackoverflow.txt.gz") in r.stdout
     assert "unverified" in r.stdout and _sums()[REL] in r.stdout

@@ -39,7 +39,11 @@ def test_grid_config_batch_from_steps_per_epoch():
     cfg = grid_config("sage", 1000, seed=3)
     assert cfg.batch_size == 63 and cfg.seed == 3 and cfg.epochs == reproduce.PRESETS["sage"].epochs
     assert grid_config("paper-mlp", 10, seed=0).batch_size == reproduce.PRESETS["paper-mlp"].min_batch
-    assert grid_config("sage", 1000, 0, epochs=2, steps_per_epoch=4).batch_size == 250
+    short = grid_config("sage", 1000, 0, epochs=2, steps_per_epoch=4)
+    assert short.batch_size == 250
+    # a shortened run keeps >= 8 mask updates' worth of ΔT (8 steps in all -> ΔT 1); the preset is kept
+    assert short.update_interval == 1 and cfg.update_interval == reproduce.PRESETS["sage"].update_interval
+    assert grid_config("paper-mlp", 1000, 0).update_interval == reproduce.PRESETS["paper-mlp"].update_interval
 
 
 def _small_grid(out, **kw):
@@ -281,3 +285,16 @@ def test_original_is_preferred_over_stand_in(tmp_path):
     assert summary["missing"] == ["ia-email", "wiki-talk", "brain"]
     payload = json.loads((tmp_path / "o" / "stackoverflow" / "paper-mlp.json").read_text())
     assert payload["source"] == "original" and "stand-in" not in payload["describe"]
+
+
+def test_rows_written_before_a_config_field_existed_are_reused():
+    from dataclasses import asdict
+
+    from gnnsparse.reproduce import _config_matches
+    want = asdict(grid_config("sage", 1000, seed=0))
+    legacy = {k: v for k, v in want.items() if k not in ("loss_chunk", "max_steps_per_epoch")}
+    assert _config_matches(legacy, want)
+    assert not _config_matches(dict(legacy, epochs=want["epochs"] + 1), want)
+    assert not _config_matches(dict(want, unknown_field=1), want)
+    changed = dict(want, loss_chunk=64)
+    assert not _config_matches(legacy, changed)

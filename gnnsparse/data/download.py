@@ -378,7 +378,9 @@ def download_dataset(
         cache_dir: download directory; ``None``: :func:`default_cache_dir`.
         root: when given, the finished file is also hard-linked (or copied) to
             ``root/<subdir>/<file>`` (``snap``, ``networkrepository`` or ``star``).
-        url: overrides the known URL (required for ``brain``).  The file keeps the URL's base name.
+        url: overrides the known URL (required for ``brain``); it must serve the original's file
+            (same format).  The file is saved under the original's name (e.g. ``Brain.npz``),
+            which the loaders look for.
         expected_size: bytes; overrides the table (which knows none).
         expected_sha256: hex digest; overrides the table (which knows none).
         progress, retries, retry_wait, timeout, log: passed to :func:`fetch` (seconds for the
@@ -399,9 +401,9 @@ def download_dataset(
         if src.url is None:
             raise DownloadError(f"{key}: {src.note}")
         url = src.url
-        filename = src.filename
-    else:
-        filename = os.path.basename(urllib.parse.urlparse(url).path) or src.filename
+    # saved (and linked) under the original's own file name, whatever the URL is called: that is
+    # the name the loaders look for under a data root
+    filename = src.filename
     size = expected_size if expected_size is not None else (src.size if url == src.url else None)
     sha = expected_sha256 if expected_sha256 is not None else (src.sha256 if url == src.url else None)
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
