@@ -37,6 +37,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -56,13 +57,11 @@ GB = 1e9
 # ------------------------------------------------------------------------------ child process
 def _proc_kb(path: str, field: str) -> int | None:
     """``field`` of a ``/proc`` key-value file (``/proc/self/status``, ``/proc/meminfo``) in kB."""
-    try:
+    with contextlib.suppress(OSError):  # no /proc: no figure
         with open(path) as fh:
             for line in fh:
                 if line.startswith(field + ":"):
                     return int(line.split()[1])
-    except OSError:
-        pass
     return None
 
 
