@@ -917,8 +917,9 @@ def render_doc() -> str:
 
 One row per test of `tests/test_bad_input.py` (generated from its table by
 `python tests/test_bad_input.py --write-doc`; a test fails when this file is out of date).
-Each row: the entry point, the bad input, and the exception with a regular expression its message
-must match (`{tmp}` = the folder of the file), or the documented handling of inputs that are not
+Each row: the entry point, the bad input, and the exception with the message it gives (the test
+matches it with a regular expression; `{tmp}` = the folder of the file, `N` = a number, `...` =
+any text, here the usage text of argparse), or the documented handling of inputs that are not
 errors. Levels: **op** = the raw C++ ops `torch.ops.gnnsparse.*`, **api** = the Python API,
 **data** = the data loaders, **cli** = `gnnsparse compare` (exit status 2, one
 `gnnsparse: error: FILE: line N: ...` line on stderr, no traceback).
@@ -958,8 +959,10 @@ errors. Levels: **op** = the raw C++ ops `torch.ops.gnnsparse.*`, **api** = the 
     for r in ROWS:
         if r.exc is None:
             result = f"handled: {r.handling}"
+        elif r.exc is CliExit:
+            result = f"exit status 2, stderr: `{_readable(re.sub(r'^.exit 2: ', '', r.match))}`"
         else:
-            result = f"`{r.exc.__name__}`: `{r.match}`"
+            result = f"`{r.exc.__name__}`: `{_readable(r.match)}`"
         cells = [r.id, r.level, f"`{r.entry}`", r.bad, result]
         lines.append("| " + " | ".join(c.replace("|", "\\|") if i != 4 else _escape_code(c)
                                          for i, c in enumerate(cells)) + " |")
@@ -967,6 +970,13 @@ errors. Levels: **op** = the raw C++ ops `torch.ops.gnnsparse.*`, **api** = the 
     lines.append(f"{len(ROWS)} rows: {sum(r.exc is not None for r in ROWS)} errors, "
                  f"{sum(r.exc is None for r in ROWS)} documented handlings.")
     return "\n".join(lines) + "\n"
+
+
+def _readable(pattern: str) -> str:
+    """The message a row's regex matches, for reading: ``\\d+`` -> ``N``, ``.*`` -> ``...``,
+    anchors dropped, escapes removed."""
+    text = pattern.replace(r"\d+", "N").replace(r"\s+", " ").replace(".*", "...").strip("^$")
+    return re.sub(r"\\(.)", r"\1", text)
 
 
 def _escape_code(cell: str) -> str:
