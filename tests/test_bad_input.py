@@ -774,6 +774,18 @@ def _rows() -> list[Row]:
           _labels_missing, None, "", "unlabelled nodes get y = -1 and are in no train/val/test mask"),
         R("labels-extra-ids", "data", "gnnsparse.data.NodeData", "labels for 9 ids that are in no edge",
           _labels_extra, None, "", "kept as isolated labelled nodes (degree 0), num_nodes counts them"),
+        R("labels-bad-line-registry", "data", "gnnsparse.data.load_dataset('email-eu', root=...)",
+          "department labels file with 'x' on line 3", lambda tmp: load_dataset("email-eu", root=_email_eu_root(tmp)),
+          DataError, r"^{tmp}/snap/email-Eu-core-department-labels\.txt\.gz: line 3: not an integer: 'x'$"),
+        R("labels-too-few-per-class", "data", "gnnsparse.data.NodeData", "every class with fewer than 3 nodes",
+          lambda tmp: NodeData(_edges(tmp), np.arange(6), np.array([0, 0, 1, 1, 2, 2])), DataError,
+          r"no class of the labels of e\.txt has >= 3 members: validation/test would be empty"),
+        R("data-fifo", "data", "gnnsparse.data.load_dataset(path)", "a named pipe (reading would block)",
+          lambda tmp: load_dataset(str(_fifo(tmp))), DataError,
+          r"^{tmp}/pipe\.txt is not a regular file \(expected an edge file\)$"),
+        R("ingest-device-file", "data", "gnnsparse.data.ingest.load_edge_list", "/dev/zero (endless)",
+          lambda tmp: load_edge_list("/dev/zero", cache=False), DataError,
+          r"^/dev/zero is not a regular file \(expected an edge file\)$"),
         # npz
         R("npz-missing-keys", "data", "gnnsparse.data.originals.read_brain_npz", "npz with adjs only",
           _npz_missing_keys, DataError,
@@ -809,6 +821,12 @@ def _rows() -> list[Row]:
         rows.append(R(f"cli-sparsity-{value}", "cli", "gnnsparse compare --sparsity S", f"--sparsity {value}",
                       lambda tmp, v=value: _cli("compare", "--no-progress", "--sparsity", v), CliExit,
                       r"^exit 2: .*gnnsparse compare: error: argument --sparsity: " + match))
+    rows.append(R("cli-labels-bad-line", "cli", "gnnsparse compare --root DIR --dataset email-eu",
+                  "department labels file with 'x' on line 3",
+                  lambda tmp: _cli("compare", "--no-progress", "--root", str(_email_eu_root(tmp)), "--dataset",
+                                   "email-eu"), CliExit,
+                  r"^exit 2: gnnsparse: error: {tmp}/snap/email-Eu-core-department-labels\.txt\.gz: line 3: "
+                  r"not an integer: 'x'$"))
     rows.append(R("cli-missing-dataset-file", "cli", "gnnsparse compare --dataset FILE", "a file that does not exist",
                   lambda tmp: _cli("compare", "--no-progress", "--dataset", str(tmp / "nope.txt")), CliExit,
                   r"^exit 2: gnnsparse: error: file not found: {tmp}/nope\.txt"))
@@ -827,6 +845,22 @@ def _describe(content) -> str:
     last = lines[-1] if lines else text
     shown = repr(last)[1:-1].replace("|", "\\|")
     return f"{len(lines)} lines, last {shown!r}" if len(lines) > 3 else repr(text)[1:-1].replace("|", "\\|")
+
+
+def _email_eu_root(tmp: Path) -> Path:
+    """A data root holding email-eu's two files: a valid edge list and a labels file with a
+    non-integer label on line 3."""
+    (tmp / "snap").mkdir()
+    edges = "".join(f"{i} {(i * 7 + 1) % 30}\n" for i in range(30))
+    (tmp / "snap" / "email-Eu-core.txt.gz").write_bytes(gzip.compress(edges.encode()))
+    (tmp / "snap" / "email-Eu-core-department-labels.txt.gz").write_bytes(gzip.compress(b"0 1\n1 2\n2 x\n"))
+    return tmp
+
+
+def _fifo(tmp: Path) -> Path:
+    p = tmp / "pipe.txt"
+    os.mkfifo(p)
+    return p
 
 
 def _near_one():
