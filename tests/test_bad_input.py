@@ -963,10 +963,11 @@ errors. Levels: **op** = the raw C++ ops `torch.ops.gnnsparse.*`, **api** = the 
 * **Sparsity** must be a real number in `[0, 1)`: `1.0` (an all-zero weight, nothing to train),
   values above 1, negative, NaN and Inf raise `ValueError`; `bool`, strings and `None` raise
   `TypeError`; the CLI's `--sparsity` exits 2. Just below 1 keeps at least one weight per layer.
-* **NaN/Inf** are not checked by default (no cost): they propagate by IEEE arithmetic. The CPU,
-  CUDA and Triton kernels multiply stored entries only, so a NaN in `x[n, j]` reaches only the
-  outputs whose weight row stores column `j` (BSR: every element of a stored block is
-  multiplied); the `"torch"` backend and `SparseLinear`'s dense executor multiply the dense
+* **NaN/Inf** are not checked by default (no cost): they propagate by IEEE arithmetic. The CPU
+  kernels multiply stored entries only, so a NaN in `x[n, j]` reaches only the outputs whose
+  weight row stores column `j` (BSR: every element of a stored block is multiplied); the CUDA
+  and Triton kernels are built the same way (sums over stored entries), but that is not tested
+  on a machine without a GPU. The `"torch"` backend and `SparseLinear`'s dense executor multiply the dense
   weight, where `0·NaN = NaN` reaches every output of row `n`. To catch them, turn the check on:
   `gnnsparse.ops.set_check_finite(True)`, the context manager `gnnsparse.ops.check_finite()`, or
   `GNNSPARSE_CHECK_FINITE=1`; `csr_linear`, `bsr_linear` and `SparseLinear` then raise
@@ -982,7 +983,7 @@ errors. Levels: **op** = the raw C++ ops `torch.ops.gnnsparse.*`, **api** = the 
   edge become isolated nodes; non-integer labels are refused (never truncated).
 * **Devices**: a CUDA tensor cannot be made on a CPU-only machine, so the device rows use the
   `meta` device; CPU/CUDA mixes go through the same checks (`test_backends.py` covers the CUDA
-  kernels' messages when a GPU is present).
+  kernels' messages when a GPU is present). The CUDA backend also refuses unsorted columns.
 
 ## The table
 
