@@ -932,7 +932,12 @@ def test_cli_bad_file_in_a_real_process_has_no_traceback(tmp_path):
 
 
 def test_check_finite_is_off_by_default_and_restored():
+    import gnnsparse
+
+    assert gnnsparse.set_check_finite is ops.set_check_finite and gnnsparse.check_finite is ops.check_finite
     assert ops.check_finite_enabled() is False
+    assert ops.set_check_finite(True) is None and ops.check_finite_enabled() is True
+    assert ops.set_check_finite(None) is True and ops.check_finite_enabled() is False
     with ops.check_finite():
         assert ops.check_finite_enabled() is True
         with ops.check_finite(False):
@@ -969,7 +974,8 @@ errors. Levels: **op** = the raw C++ ops `torch.ops.gnnsparse.*`, **api** = the 
   and Triton kernels are built the same way (sums over stored entries), but that is not tested
   on a machine without a GPU. The `"torch"` backend and `SparseLinear`'s dense executor multiply the dense
   weight, where `0·NaN = NaN` reaches every output of row `n`. To catch them, turn the check on:
-  `gnnsparse.ops.set_check_finite(True)`, the context manager `gnnsparse.ops.check_finite()`, or
+  `gnnsparse.set_check_finite(True)`, the context manager `gnnsparse.check_finite()` (both also in
+  `gnnsparse.ops`), or
   `GNNSPARSE_CHECK_FINITE=1`; `csr_linear`, `bsr_linear` and `SparseLinear` then raise
   `ValueError` naming the tensor (`x`, `values`, `bias`), the index and the value of the first
   non-finite entry (one extra pass over each tensor; skipped for meta tensors and under
