@@ -20,7 +20,7 @@ if _os.environ.get("GNNSPARSE_RETAIN_MEMORY", "").strip():
 
         _warnings.warn(f"{_e}; the allocator setting was not applied", RuntimeWarning, stacklevel=2)
 
-__all__ = ["SparseLinear", "sparsify", "sparse_layers", "__version__"]
+__all__ = ["SparseLinear", "sparsify", "sparse_layers", "set_check_finite", "check_finite", "__version__"]
 
 
 def __getattr__(name):
@@ -28,8 +28,12 @@ def __getattr__(name):
         from . import nn
 
         return getattr(nn, name)
+    if name in ("set_check_finite", "check_finite"):  # the optional NaN/Inf check (gnnsparse.ops)
+        from . import ops
+
+        return getattr(ops, name)
     raise AttributeError(f"module 'gnnsparse' has no attribute {name!r}")
 
 
 def __dir__():
-    return sorted(list(globals()) + ["SparseLinear", "sparsify", "sparse_layers"])
+    return sorted(list(globals()) + ["SparseLinear", "sparsify", "sparse_layers", "set_check_finite", "check_finite"])

@@ -134,11 +134,14 @@ def csr_to_mask(crow_indices, col_indices, shape) -> torch.Tensor:
 
 
 def csr_to_dense(crow_indices, col_indices, values, shape) -> torch.Tensor:
-    """Dense ``[out, in]`` tensor equal to the CSR matrix (differentiable w.r.t. ``values``)."""
+    """Dense ``[out, in]`` tensor equal to the CSR matrix (differentiable w.r.t. ``values``).
+
+    Duplicate positions are summed, as in the kernels (``gnnsparse.ops``) and the reference.
+    """
     out_f, in_f = shape
     keys = csr_keys(crow_indices, col_indices, in_f)
     dense = values.new_zeros(out_f * in_f)
-    dense = dense.index_put((keys,), values)
+    dense = dense.index_put((keys,), values, accumulate=True)
     return dense.reshape(out_f, in_f)
 
 
@@ -439,6 +442,8 @@ def bsr_to_dense(crow_indices, col_indices, values, shape) -> torch.Tensor:
         crow_indices: int64 ``[out / b + 1]``; col_indices: int64 ``[nnzb]``;
         values: float ``[nnzb, b, b]``; shape: ``(out, in)``, both divisible by ``b``.
 
+    Duplicate blocks are summed, as in the kernels.
+
     Raises:
         ValueError: ``values`` not 3-D with square blocks, ``shape`` not divisible by ``b``.
     """
@@ -447,7 +452,7 @@ def bsr_to_dense(crow_indices, col_indices, values, shape) -> torch.Tensor:
     b = int(values.shape[1])
     nbr, nbc = _check_blocks(shape, b)
     keys = csr_keys(crow_indices, col_indices, nbc)
-    blocks = values.new_zeros((nbr * nbc, b, b)).index_put((keys,), values)
+    blocks = values.new_zeros((nbr * nbc, b, b)).index_put((keys,), values, accumulate=True)
     return blocks.reshape(nbr, nbc, b, b).permute(0, 2, 1, 3).reshape(nbr * b, nbc * b)
 
 

@@ -461,16 +461,27 @@ class SparseLinear(nn.Module):
         """``x``: ``[*, in_features]`` float (same dtype as values) -> ``[*, out_features]``.
 
         Raises:
-            ValueError: ``x`` is not at least 1-D or its last dimension is not ``in_features``.
-            RuntimeError: dtype/device mismatch (from the kernel's checks).
+            TypeError: ``x`` is not a tensor.
+            ValueError: ``x`` is not at least 1-D or its last dimension is not ``in_features``;
+                with the NaN/Inf check on (:func:`gnnsparse.ops.set_check_finite`), a non-finite
+                entry of ``x``, ``values`` or ``bias``.
+            RuntimeError: ``x`` on another device or of another dtype than the layer (outside
+                autocast).
         """
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"SparseLinear expects a torch.Tensor input, got {type(x).__name__}")
         if x.dim() == 0 or x.shape[-1] != self.in_features:
             raise ValueError(f"SparseLinear expects input [*, {self.in_features}], got shape {tuple(x.shape)}")
+        if x.device != self.values.device:
+            raise RuntimeError(f"SparseLinear: all tensors must be on one device, got input on {x.device} and the "
+                               f"layer's values on {self.values.device} (move one with .to())")
+        if x.dtype != self.values.dtype and not torch.is_autocast_enabled(x.device.type):
+            raise RuntimeError(f"SparseLinear: expected input of dtype {self.values.dtype} (the layer's dtype), got "
+                               f"{x.dtype}; convert the input or the layer with .to(dtype)")
         executor = self._resolve_executor(x)
         self.last_executor = executor
         if executor == "dense":
+            ops._raise_if_not_finite("SparseLinear", x=x, values=self.values, bias=self.bias)
             keys = self._dense_keys()
             w = self.values.new_zeros(self.numel_dense).index_put((keys,), self.values)
             return nn.functional.linear(x, w.view(self.out_features, self.in_features), self.bias)

@@ -58,6 +58,7 @@ CPU has it (b = 16, 32 float; 8, 16, 32 double); ``GNNSPARSE_CPU_ISA=avx2`` keep
 
 from __future__ import annotations
 
+import contextlib
 import os
 import torch
 
@@ -72,6 +73,10 @@ __all__ = [
     "check_backend",
     "csr_linear_flops",
     "VALID_BACKENDS",
+    "set_check_finite",
+    "check_finite_enabled",
+    "check_finite",
+    "CHECK_FINITE_ENV",
 ]
 
 #: Backend names: the C++ kernels on CPU tensors, the CUDA kernels, the Triton kernels, and the
@@ -455,6 +460,128 @@ def validate_transpose(op: str, crow, col, t_crow, t_col, t_perm, in_features: i
 
 
 # ---------------------------------------------------------------------------------------------
+# Argument checks of the public ops (cheap: no data is read), the same on every backend
+def _check_tensors(op: str, x, **others) -> None:
+    """``x`` and the other tensor arguments are tensors on ``x``'s device.
+
+    Raises:
+        TypeError: an argument is not a ``torch.Tensor`` (``None`` allowed for ``bias``).
+        RuntimeError: tensors on different devices (all devices named).
+    """
+    for name, t in (("x", x), *others.items()):
+        if t is None and name == "bias":
+            continue
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{op}: expected {name} to be a torch.Tensor, got {type(t).__name__}")
+    devs = {"x": x.device, **{k: t.device for k, t in others.items() if t is not None}}
+    if len(set(devs.values())) > 1:
+        raise RuntimeError(f"{op}: all tensors must be on one device, got "
+                           + ", ".join(f"{k}={d}" for k, d in devs.items()))
+
+
+def _check_reference_args(op: str, x, values, bias, out_features: int, values_dim: int) -> None:
+    """dtype/shape rules of the kernel backends, for the ``"torch"`` backend (whose dense matmul
+    would otherwise fail with messages that do not name the argument, or broadcast a wrong bias).
+
+    Raises:
+        RuntimeError: ``x`` not floating, ``values``/``bias`` of another dtype than ``x``, ``values``
+            not ``values_dim``-D, ``bias`` not ``[out_features]``.
+    """
+    if not x.dtype.is_floating_point:
+        raise RuntimeError(f"{op}: expected x to have a floating dtype, got {x.dtype}")
+    if values.dim() != values_dim:
+        raise RuntimeError(f"{op}: expected values to be {values_dim}-D, got shape {tuple(values.shape)}")
+    if values.dtype != x.dtype:
+        raise RuntimeError(f"{op}: expected values to have dtype {x.dtype} (same as x), got {values.dtype}")
+    if bias is not None:
+        if bias.dtype != x.dtype:
+            raise RuntimeError(f"{op}: expected bias to have dtype {x.dtype} (same as x), got {bias.dtype}")
+        if bias.dim() != 1 or bias.shape[0] != out_features:
+            raise RuntimeError(f"{op}: expected bias to have shape [out_features] = [{out_features}], got "
+                               f"{tuple(bias.shape)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Optional check for NaN/Inf in the inputs of the forward ops (off by default)
+#: Environment variable that turns the non-finite check on (``1``/``true``/``on``/``yes``) or off
+#: (``0``/``false``/``off``/``no``/unset) when :func:`set_check_finite` has not set it.
+CHECK_FINITE_ENV = "GNNSPARSE_CHECK_FINITE"
+_check_finite_override: bool | None = None
+
+
+def set_check_finite(enabled: bool | None) -> bool | None:
+    """Turn the NaN/Inf check of the forward ops on (``True``) or off (``False``) for this process;
+    ``None`` goes back to the environment variable :data:`CHECK_FINITE_ENV`. Returns the previous
+    setting (``True``/``False``/``None``).
+
+    With the check on, :func:`csr_linear`, :func:`bsr_linear` and ``SparseLinear`` (every
+    executor) raise ``ValueError`` naming the tensor (``x``, ``values`` or ``bias``), the index and
+    the value of its first non-finite entry, before computing. It costs one pass over each tensor;
+    off (the default), it costs one dictionary lookup per call and NaN/Inf propagate (see
+    docs/bad_input.md). It is skipped for meta tensors and inside ``torch.compile`` traces.
+
+    Raises:
+        TypeError: ``enabled`` is not a bool or None.
+    """
+    global _check_finite_override
+    if enabled is not None and not isinstance(enabled, bool):
+        raise TypeError(f"set_check_finite expects True, False or None, got {type(enabled).__name__}")
+    previous = _check_finite_override
+    _check_finite_override = enabled
+    return previous
+
+
+def check_finite_enabled() -> bool:
+    """Whether the NaN/Inf check is on: the :func:`set_check_finite` setting, else the environment
+    variable :data:`CHECK_FINITE_ENV` (read at every call).
+
+    Raises:
+        ValueError: the environment variable holds something other than a boolean word.
+    """
+    if _check_finite_override is not None:
+        return _check_finite_override
+    env = os.environ.get(CHECK_FINITE_ENV, "").strip().lower()
+    if env in ("", "0", "false", "off", "no"):
+        return False
+    if env in ("1", "true", "on", "yes"):
+        return True
+    raise ValueError(f"environment variable {CHECK_FINITE_ENV}={env!r} must be 1/true/on/yes or 0/false/off/no")
+
+
+@contextlib.contextmanager
+def check_finite(enabled: bool = True):
+    """Context manager: the NaN/Inf check on (or off) inside the block, restored after it.
+
+    Example::
+
+        with gnnsparse.ops.check_finite():
+            y = layer(x)   # ValueError if x, the layer's values or bias hold NaN/Inf
+    """
+    previous = set_check_finite(enabled)
+    try:
+        yield
+    finally:
+        set_check_finite(previous)
+
+
+def _raise_if_not_finite(op: str, **tensors) -> None:
+    """With the check on: ``ValueError`` for the first tensor (in argument order) holding NaN/Inf,
+    naming it, the index and the value of its first bad entry (row-major order)."""
+    if not check_finite_enabled() or torch.compiler.is_compiling():
+        return
+    for name, t in tensors.items():
+        if t is None or t.device.type == "meta" or not (t.dtype.is_floating_point or t.dtype.is_complex):
+            continue
+        bad = ~torch.isfinite(t.detach())
+        if bool(bad.any()):
+            index = tuple(int(i) for i in torch.nonzero(bad)[0])
+            value = t.detach()[index].item()
+            raise ValueError(f"{op}: {name} holds a non-finite value {value} at index {list(index)} "
+                             f"(shape {list(t.shape)}); the NaN/Inf check is on ({CHECK_FINITE_ENV} / "
+                             f"gnnsparse.ops.set_check_finite)")
+
+
+# ---------------------------------------------------------------------------------------------
 # Public op
 def csr_linear(x: torch.Tensor, crow_indices: torch.Tensor, col_indices: torch.Tensor,
                values: torch.Tensor, bias: torch.Tensor | None, out_features: int,
@@ -493,11 +620,21 @@ def csr_linear(x: torch.Tensor, crow_indices: torch.Tensor, col_indices: torch.T
             does not fit the device or dtype (:func:`check_backend_device`); from the kernel
             backends' ops: wrong dtype/device/shape of an argument, invalid CSR (``crow_indices``
             not monotone, wrong length or not ending at nnz; ``col_indices`` out of range).
-        ValueError: invalid backend name; on the ``"torch"`` backend an invalid CSR triple.
+        ValueError: invalid backend name; on the ``"torch"`` backend an invalid CSR triple; with
+            the NaN/Inf check on (:func:`set_check_finite`), a non-finite entry of ``x``,
+            ``values`` or ``bias`` (tensor and index named).
+        TypeError: an argument that must be a tensor is not one.
         ImportError: the backend's extension or package is missing.
+
+    Mixed devices raise ``RuntimeError`` naming every tensor's device. Non-finite inputs with
+    the check off: see docs/bad_input.md (the kernels skip structural zeros, so a NaN in
+    ``x[n, j]`` reaches only the outputs whose row stores column ``j``; the ``"torch"`` backend
+    multiplies a dense weight, where ``0·NaN = NaN`` reaches every output of row ``n``).
     """
+    _check_tensors("csr_linear", x, crow_indices=crow_indices, col_indices=col_indices, values=values, bias=bias)
     if x.dim() == 0:
         raise RuntimeError("csr_linear: expected x of shape [*, in_features], got a 0-D tensor")
+    _raise_if_not_finite("csr_linear", x=x, values=values, bias=bias)
     if in_features is not None and x.shape[-1] != in_features:
         raise RuntimeError(
             f"csr_linear: x has shape {tuple(x.shape)} but W has shape "
@@ -516,6 +653,7 @@ def csr_linear(x: torch.Tensor, crow_indices: torch.Tensor, col_indices: torch.T
         # the reference does not bounds-check its indexing (a -1 column would wrap around)
         from .formats import validate_csr
 
+        _check_reference_args("csr_linear", x2, values, bias, int(out_features), 1)
         validate_csr(crow_indices, col_indices, values, (int(out_features), int(x2.shape[-1])),
                      name="csr_linear", check_sorted=False)
         y = reference.csr_linear(x2, crow_indices, col_indices, values, bias, out_features)
@@ -603,11 +741,20 @@ def bsr_linear(x: torch.Tensor, crow_indices: torch.Tensor, col_indices: torch.T
             ops: wrong dtype/device/shape of an argument, ``values`` not ``[nnzb, b, b]``,
             dims not divisible by ``b``, invalid block structure (``crow_indices`` not
             monotone, wrong length or not ending at nnzb; ``col_indices`` out of range).
-        ValueError: invalid backend name; on the ``"torch"`` backend an invalid BSR triple.
+        ValueError: invalid backend name; on the ``"torch"`` backend an invalid BSR triple; with
+            the NaN/Inf check on (:func:`set_check_finite`), a non-finite entry of ``x``,
+            ``values`` or ``bias`` (tensor and index named).
+        TypeError: an argument that must be a tensor is not one.
         ImportError: the backend's extension or package is missing.
+
+    Mixed devices raise ``RuntimeError`` naming every tensor's device. Stored blocks are dense:
+    a NaN in ``x[n, j]`` reaches every output of the block rows that store block column
+    ``j // b`` (zeros inside a stored block are multiplied).
     """
+    _check_tensors("bsr_linear", x, crow_indices=crow_indices, col_indices=col_indices, values=values, bias=bias)
     if x.dim() == 0:
         raise RuntimeError("bsr_linear: expected x of shape [*, in_features], got a 0-D tensor")
+    _raise_if_not_finite("bsr_linear", x=x, values=values, bias=bias)
     if in_features is not None and x.shape[-1] != in_features:
         raise RuntimeError(
             f"bsr_linear: x has shape {tuple(x.shape)} but W has shape "
@@ -621,6 +768,7 @@ def bsr_linear(x: torch.Tensor, crow_indices: torch.Tensor, col_indices: torch.T
         # the reference does not bounds-check its indexing (a -1 column would wrap around)
         from .formats import validate_bsr
 
+        _check_reference_args("bsr_linear", x2, values, bias, int(out_features), 3)
         validate_bsr(crow_indices, col_indices, values, (int(out_features), int(x2.shape[-1])),
                      name="bsr_linear", check_sorted=False)
         y = reference.bsr_linear(x2, crow_indices, col_indices, values, bias, out_features)

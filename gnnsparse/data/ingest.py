@@ -819,7 +819,7 @@ def _parse_file(path: Path, chunk_bytes: int, prefetch: bool = True):
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise DataError(
             f"{path}: not a valid gzip file (corrupt or truncated gzip data after line "
-            f"{st.line0}: {_oneline(exc)})"
+            f"{st.line0}{' (no complete line)' if st.line0 == 0 else ''}: {_oneline(exc)})"
         ) from None
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None

@@ -104,6 +104,11 @@ def read_brain_npz(path) -> BrainData:
     """
     path = Path(path)
     check_regular_file(path, "an .npz file")
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if head[:2] != b"PK" and head != b"\x93NUM":  # np.load would try a pickle and talk about allow_pickle
+        raise DataError(f"{path}: not a readable .npz file (no zip signature at the start; first bytes {head!r}); "
+                        f"expected a zip of arrays adjs, attmats, labels")
     try:
         z = np.load(path, allow_pickle=False)
         if not isinstance(z, np.lib.npyio.NpzFile):
@@ -115,6 +120,8 @@ def read_brain_npz(path) -> BrainData:
                                 f"(found: {', '.join(z.files) or 'none'}); expected adjs [T, N, N], "
                                 f"attmats [N, T, F], labels [N, C]")
             adjs, att, lab = z["adjs"], z["attmats"], z["labels"]
+    except DataError:
+        raise
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise DataError(f"{path}: not a readable .npz file ({exc})") from None
     if adjs.ndim != 3 or adjs.shape[1] != adjs.shape[2]:

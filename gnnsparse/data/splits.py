@@ -394,6 +394,20 @@ def stratified_split(y: np.ndarray, seed: int = 0):
     return cat(train), cat(val), cat(test)
 
 
+def _integer_array(values, what: str, source: str) -> np.ndarray:
+    """``values`` as a 1-D int64 array; :class:`DataError` (naming ``source`` and the first bad
+    position) for non-integer or non-finite numbers, instead of truncating ``0.5`` to ``0``."""
+    arr = np.asarray(values).reshape(-1)
+    if arr.dtype == np.bool_ or not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise DataError(f"{source}: {what} must be integers, got dtype {arr.dtype}")
+    if np.issubdtype(arr.dtype, np.floating):
+        bad = ~np.isfinite(arr) | (arr != np.round(arr)) | (np.abs(arr) >= 2.0 ** 63)
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise DataError(f"{source}: {what} must be integers, but entry {i} is {float(arr[i])!r}")
+    return arr.astype(np.int64, copy=False)
+
+
 class NodeData(_GraphData):
     """Node classification on a static graph with node labels (email-Eu-core).
 
@@ -435,9 +449,9 @@ class NodeData(_GraphData):
         self.name = name or edges.path.name
         self.note = note
         self.seed = int(seed)
-        label_ids = np.asarray(label_ids, dtype=np.int64).reshape(-1)
-        labels = np.asarray(labels, dtype=np.int64).reshape(-1)
         labels_src = str(labels_path) if labels_path is not None else f"the labels of {self.name}"
+        label_ids = _integer_array(label_ids, "node ids", labels_src)
+        labels = _integer_array(labels, "labels", labels_src)
         if label_ids.shape != labels.shape:
             raise DataError(
                 f"{labels_src}: {label_ids.size} node ids but {labels.size} labels"
