@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import glob
-import io
 import json
 import math
 import os
@@ -63,20 +62,37 @@ def _fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
+class _PartialWriteFailpoint:
+    """File wrapper for ``torch.save``: after the first chunk is on disk, failpoint ``checkpoint-write``
+    (so a test can kill the process with the temporary file partly written)."""
+
+    def __init__(self, f):
+        self.f, self.written, self.fired = f, 0, False
+
+    def write(self, data) -> int:
+        n = self.f.write(data)
+        self.written += n
+        if not self.fired and self.written > 0:
+            self.fired = True
+            self.f.flush()
+            failpoint("checkpoint-write")
+        return n
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
 def atomic_save(path: str, payload: dict) -> None:
     """``torch.save(payload)`` to ``path`` atomically.
 
-    The bytes are written to a temporary file beside ``path`` (flushed and fsynced), which is then
+    The payload is streamed to a temporary file beside ``path`` (flushed and fsynced), which is then
     renamed over ``path`` (``os.replace``) and the folder fsynced; an interrupted write leaves the
     previous file (or none) under ``path`` and at worst a ``.tmp-*.pt`` file, never a truncated
-    ``path``. Failpoint ``checkpoint-write`` fires after half of the temporary file is written.
+    ``path``. Failpoint ``checkpoint-write`` fires once the temporary file is partly written.
 
     Raises:
         OSError: the folder cannot be created or written (the message names ``path``).
     """
-    buf = io.BytesIO()
-    torch.save(payload, buf)
-    data = buf.getbuffer()
     d = os.path.dirname(os.path.abspath(path))
     try:
         os.makedirs(d, exist_ok=True)
@@ -85,11 +101,7 @@ def atomic_save(path: str, payload: dict) -> None:
         raise OSError(f"cannot write checkpoint {path}: {e.strerror or e}") from None
     try:
         with os.fdopen(fd, "wb") as f:
-            half = len(data) // 2
-            f.write(data[:half])
-            f.flush()
-            failpoint("checkpoint-write")
-            f.write(data[half:])
+            torch.save(payload, _PartialWriteFailpoint(f))
             f.flush()
             os.fsync(f.fileno())
         umask = os.umask(0)

@@ -384,3 +384,29 @@ def test_checkpoint_write_is_atomic_and_loads_weights_only(tmp_path):
         ck.atomic_save(path, {"format": "gnnsparse-checkpoint", "version": ck.FORMAT_VERSION, "bad": lambda: 0})
     assert torch.equal(ck.load_file(path)["t"], payload["t"])  # the old file is intact
     assert os.listdir(tmp_path) == ["x.pt"]
+
+
+@pytest.mark.parametrize("dataset", ["ia-enron-employees", "email-eu"])
+def test_epoch_batches_resume_mid_epoch(dataset):
+    """``start=i`` (with or without the generator's state after batch i - 1) yields exactly the
+    remaining batches of the uninterrupted epoch and leaves the generator where it would be."""
+    from gnnsparse.data import load_dataset
+    from gnnsparse.train import TrainConfig, make_task
+
+    task = make_task(load_dataset(dataset), TrainConfig(batch_size=128))
+    gen = torch.Generator().manual_seed(5)
+    epoch_start = gen.get_state()
+    batches, states = [], []
+    for b in task.epoch_batches(gen):
+        batches.append(b)
+        states.append(gen.get_state())
+    end = gen.get_state()
+    assert len(batches) >= 4
+    for i in (1, 3, len(batches)):
+        for with_state in (True, False):
+            gen.set_state(epoch_start)
+            rest = list(task.epoch_batches(gen, start=i, gen_state=states[i - 1] if with_state else None))
+            assert len(rest) == len(batches) - i
+            for got, want in zip(rest, batches[i:]):
+                assert all(torch.equal(x, y) for x, y in zip(got, want))
+            assert torch.equal(gen.get_state(), end)
