@@ -549,11 +549,18 @@ class _RunCheckpoint:
         generator's state after the last done batch, the last loss)`` and leaves ``gen`` in its state at
         the start of that epoch."""
         s, self.saved = self.saved, None
-        model.load_state_dict(s["model"])
+        try:
+            model.load_state_dict(s["model"])
+            optimizer.load_state_dict(s["optimizer"])
+            self.set_regime(s["regime"])
+            state.flops.load_state_dict(s["flops"])
+        except (KeyError, RuntimeError, ValueError) as e:  # a checkpoint of another model or gnnsparse version
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            if isinstance(e, KeyError):
+                msg = f"field {msg} is missing"
+            raise ValueError(f"checkpoint {self.cp.path}: the saved state of run {self.key} does not fit this "
+                             f"run: {msg}") from None
         _restore_executors(model, s["executors"], self.cp.path)
-        optimizer.load_state_dict(s["optimizer"])
-        self.set_regime(s["regime"])
-        state.flops.load_state_dict(s["flops"])
         r = s["run"]
         state.step, state.seconds, state.eval_seconds = int(r["step"]), dict(r["seconds"]), float(r["eval_seconds"])
         state.best_val, state.best_state, state.best_epoch = r["best_val"], r["best_state"], int(r["best_epoch"])

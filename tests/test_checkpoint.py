@@ -26,6 +26,14 @@ ARGS = ["compare", "--dataset", "ia-enron-employees", "--sparsity", "0.9", "--ep
 TIMING = {"train_seconds", "seconds_by_phase", "eval_seconds", "elapsed_seconds"}
 
 
+@pytest.fixture(autouse=True)
+def _keep_thread_count():
+    """``main([... "--threads", "1"])`` sets torch's thread count for the whole test process."""
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
 def _untimed(obj):
     if isinstance(obj, dict):
         return {k: _untimed(v) for k, v in obj.items() if k not in TIMING}
@@ -222,7 +230,7 @@ def _edit_current(path, edit):
     ck.atomic_save(path, payload)
 
 
-def test_unavailable_backend_or_executor_is_refused(link_task, tmp_path):
+def test_unavailable_backend_executor_or_other_model_is_refused(link_task, tmp_path):
     from gnnsparse.train import run_sparse_training
 
     task, cfg = link_task
@@ -243,6 +251,14 @@ def test_unavailable_backend_or_executor_is_refused(link_task, tmp_path):
     shutil.copy(str(tmp_path / "orig.pt"), path)
     _edit_current(path, bsr_executor)
     with pytest.raises(ValueError, match="executor 'bsr'"):
+        run_sparse_training(task, cfg, 0.9, checkpoint=ck.Checkpointer(str(tmp_path / "b"), resume=True))
+
+    def other_model(cur):
+        cur["model"] = {k.replace("encoder", "enc"): v for k, v in cur["model"].items()}
+
+    shutil.copy(str(tmp_path / "orig.pt"), path)
+    _edit_current(path, other_model)
+    with pytest.raises(ValueError, match="saved state of run sparse-training-0.9-seed3 does not fit this run"):
         run_sparse_training(task, cfg, 0.9, checkpoint=ck.Checkpointer(str(tmp_path / "b"), resume=True))
 
 
@@ -355,7 +371,8 @@ def test_failed_result_writes_leave_the_old_file(tmp_path, monkeypatch):
         report._atomic_write(str(md), half_then_fail, ".tmp")
     assert md.read_text() == "old table\n"
     png = tmp_path / "p.png"
-    rows = [{"regime": "dense", "target_sparsity": 0.0, "measured_sparsity": 0.0, "train_flops": 1, "train_seconds": 1.0, "seed": 0,
+    rows = [{"regime": "dense", "target_sparsity": 0.0, "measured_sparsity": 0.0, "train_flops": 1,
+             "train_seconds": 1.0, "seed": 0,
              "metrics": {"val": {"auc": 0.5}, "test": {"auc": 0.5, "ap": 0.5, "auc_seen": 0.5}}}]
     report.plot(str(png), rows, "link")
     old_png = png.read_bytes()
