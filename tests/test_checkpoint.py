@@ -427,3 +427,27 @@ def test_epoch_batches_resume_mid_epoch(dataset):
             for got, want in zip(rest, batches[i:]):
                 assert all(torch.equal(x, y) for x, y in zip(got, want))
             assert torch.equal(gen.get_state(), end)
+
+
+# (saves before the snapshot, phase, epoch, next batch): mid-epoch in the dense phase; after an epoch's last
+# capped step, before its evaluation; at the phase's end (the resume redoes the switch to sparse layers);
+# mid-epoch in fine-tuning
+@pytest.mark.parametrize("at,phase,epoch,batch", [(1, "dense-prune", 0, 2), (4, "dense-prune", 1, 3),
+                                                  (5, "dense-prune", 2, 0), (6, "finetune", 0, 2)])
+def test_api_resume_train_and_prune_on_a_node_task(tmp_path, at, phase, epoch, batch):
+    """Node classification, global one-shot pruning: resumed in the dense phase (pruner state) and in
+    fine-tuning (the sparsified model rebuilt from the saved masks before its state is loaded)."""
+    from gnnsparse.data import load_dataset
+    from gnnsparse.train import TrainConfig, make_task, run_train_and_prune
+
+    cfg = TrainConfig(epochs=2, finetune_epochs=2, batch_size=64, hidden=32, max_steps_per_epoch=3, dropout=0.2,
+                      pruning="global", prune_schedule="oneshot", executor="sparse", seed=1)
+    task = make_task(load_dataset("email-eu", seed=1), cfg)
+    full = _Snapshotting(str(tmp_path / "a"), every=2, at=at, snapshot=str(tmp_path / "b"))
+    row = run_train_and_prune(task, cfg, 0.75, checkpoint=full)
+    saved = ck.load_file(str(tmp_path / "b" / ck.CHECKPOINT_NAME))["current"]
+    assert (saved["phase"], saved["epoch"], saved["batch"]) == (phase, epoch, batch)
+    again = run_train_and_prune(task, cfg, 0.75, checkpoint=ck.Checkpointer(str(tmp_path / "b"), every=2,
+                                                                            resume=True))
+    assert _untimed(again) == _untimed(row)
+    _assert_same_states(_final_states(tmp_path / "b"), _final_states(tmp_path / "a"))
