@@ -11,7 +11,8 @@ A :class:`Checkpointer` owns one folder. Its file ``checkpoint.pt`` holds
   differ from a fresh model's), optimizer state (Adam's per-nnz moments and step), the regime's
   state (pruning masks and schedule position, drop-and-grow counters and history), every random
   state (batch/negative generator at the start of the epoch and now, the mask generator, torch's
-  global generator for dropout), the FLOP cache and totals, the run's counters (step, seconds, best
+  global generator for dropout; numpy's and Python's global generators are not used in training),
+  the FLOP cache and totals, the run's counters (step, seconds, best
   validation value, the selected state, the curve), the resolved sparse-op backend, each sparse
   layer's executor decision, and the position ``(phase, epoch, next batch)``.
 
