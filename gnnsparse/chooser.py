@@ -96,8 +96,9 @@ class Choice:
         reason: ``"measured"`` (measured now), ``"cached"`` (from the in-memory or disk cache),
             ``"override"`` (:func:`set_override` / :func:`override`), ``"forced-by-env"``
             (``GNNSPARSE_EXECUTOR``), ``"no-extension"`` (``gnnsparse._C`` not available: dense),
-            ``"unavailable"`` (a forced sparse executor does not exist: dense) or
-            ``"all-failed"`` (every candidate failed its check: dense).
+            ``"unavailable"`` (a forced sparse executor does not exist: dense),
+            ``"all-failed"`` (every candidate failed its check: dense) or ``"restored"`` (a decision
+            put back from a training checkpoint by :mod:`gnnsparse.train`, not measured again).
         timings: executor → median seconds per forward+backward call at ``n_rows`` rows, for the
             candidates that passed the correctness check (empty without a measurement).
         key: the cache key string ("" when nothing was measured or looked up).

@@ -124,6 +124,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "unset: every batch")
     c.add_argument("--threads", type=_int_in(1, 1024, "--threads"), default=None,
                    help="torch.set_num_threads; unset: torch's default")
+    c.add_argument("--checkpoint-dir", default=None,
+                   help="save checkpoints of every run in this folder (atomically: after every epoch's "
+                        "evaluation, and every --checkpoint-every steps); a killed run continues with --resume")
+    c.add_argument("--checkpoint-every", type=_positive, default=None,
+                   help="also checkpoint every this many optimizer steps (mid-epoch); unset: at epoch ends only")
+    c.add_argument("--resume", action="store_true",
+                   help="continue the job saved in --checkpoint-dir (finished runs are not trained again; the "
+                        "run in progress ends bit-identical to an uninterrupted one, timings aside); same "
+                        "options required")
     c.add_argument("--json", default=None, help="write all result rows to this JSON file")
     c.add_argument("--plot", default=None,
                    help="write a PNG (.png is appended if missing): metric vs sparsity and vs training FLOPs")
@@ -259,6 +268,17 @@ def _compare(args) -> int:
     if args.blocksize is not None and args.layout != "bsr":
         raise ValueError("--blocksize is only used with --layout bsr")
     cfg.validate()
+    if args.resume and not args.checkpoint_dir:
+        raise ValueError("--resume needs --checkpoint-dir (the folder of the checkpoints to continue)")
+    if args.checkpoint_every is not None and not args.checkpoint_dir:
+        raise ValueError("--checkpoint-every needs --checkpoint-dir")
+    if args.checkpoint_dir:
+        _output_dir(args.checkpoint_dir)
+        from .checkpoint import CHECKPOINT_NAME
+
+        if not args.resume and os.path.exists(os.path.join(args.checkpoint_dir, CHECKPOINT_NAME)):
+            raise ValueError(f"{args.checkpoint_dir} already holds a checkpoint; continue it with --resume or "
+                             f"choose another --checkpoint-dir")
     json_path, plot_path = _output_path(args.json), _output_path(args.plot, ".png")
     _check_outputs_distinct(args.dataset, args.root, json_path, plot_path)
     isa = os.environ.get("GNNSPARSE_CPU_ISA", "").strip().lower()
@@ -269,6 +289,7 @@ def _compare(args) -> int:
     total_epochs = len(seeds) * (cfg.epochs + len(sparsities) * (cfg.epochs + cfg.finetune + cfg.epochs))
     rows = []
     bar = None
+    checkpoint = None
     try:
         for seed in seeds:
             data = load_dataset(args.dataset, root=args.root, task=args.task, seed=seed)
@@ -287,15 +308,26 @@ def _compare(args) -> int:
                         sizes = ", ".join(sorted({f"{o}x{i}" for o, i in shapes.values()}))
                         raise ValueError(f"--blocksize {b} divides no sparsifiable layer ({sizes}); "
                                          f"use a block size that divides --hidden = {cfg.hidden}")
+                if args.checkpoint_dir:
+                    from .checkpoint import Checkpointer
+
+                    shared = dataclasses.asdict(cfg)
+                    del shared["seed"]  # per run (the runs' own checks include it)
+                    checkpoint = Checkpointer(args.checkpoint_dir, every=args.checkpoint_every, resume=args.resume,
+                                              meta={"dataset": data.name, "task": task.kind,
+                                                    "describe": data.describe(), "seeds": seeds,
+                                                    "sparsities": sparsities, "config": shared})
+                    if checkpoint.resumed:
+                        print(f"resuming from {checkpoint.path} ({len(checkpoint.finished_rows)} runs finished)")
                 bar = tqdm(total=total_epochs, unit="epoch", disable=args.no_progress, dynamic_ncols=True)
             run_cfg = dataclasses.replace(cfg, seed=seed)
             bar.set_description(f"seed {seed} dense")
-            rows.append(run_dense(task, run_cfg, bar))
+            rows.append(run_dense(task, run_cfg, bar, checkpoint=checkpoint))
             for s in sparsities:
                 bar.set_description(f"seed {seed} train-and-prune {s:g}")
-                rows.append(run_train_and_prune(task, run_cfg, s, bar))
+                rows.append(run_train_and_prune(task, run_cfg, s, bar, checkpoint=checkpoint))
                 bar.set_description(f"seed {seed} sparse-training {s:g}")
-                rows.append(run_sparse_training(task, run_cfg, s, bar))
+                rows.append(run_sparse_training(task, run_cfg, s, bar, checkpoint=checkpoint))
     finally:
         if bar is not None:
             bar.close()  # so an error message starts on its own line

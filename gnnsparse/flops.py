@@ -31,6 +31,14 @@ def measure_flops(fn: Callable[[], object]) -> int:
     return int(counter.get_total_flops())
 
 
+def _as_lists(key):
+    return [_as_lists(k) for k in key] if isinstance(key, tuple) else key
+
+
+def _as_tuples(key):
+    return tuple(_as_tuples(k) for k in key) if isinstance(key, list) else key
+
+
 class StepFlops:
     """Cache of per-step FLOPs keyed by ``(phase, shape key)`` plus running totals per phase."""
 
@@ -47,6 +55,16 @@ class StepFlops:
     def add(self, phase: str, flops: int) -> None:
         """Add executed FLOPs to ``phase``."""
         self.by_phase[phase] += int(flops)
+
+    def state_dict(self) -> dict:
+        """The cache and totals as lists, dicts, strings and ints (for checkpoints)."""
+        return {"cache": [[_as_lists(k), v] for k, v in self._cache.items()], "by_phase": dict(self.by_phase)}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what :meth:`state_dict` returned (tuple keys come back as tuples), so a resumed run
+        neither re-measures a step (an extra forward) nor loses the FLOPs already counted."""
+        self._cache = {_as_tuples(k): int(v) for k, v in state["cache"]}
+        self.by_phase = defaultdict(int, {str(p): int(f) for p, f in state["by_phase"].items()})
 
     @property
     def total(self) -> int:

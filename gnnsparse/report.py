@@ -84,8 +84,9 @@ def format_table(rows: list[dict], task: str) -> str:
 
 
 def _atomic_write(path: str, write: Callable[[str], None], suffix: str) -> None:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it to ``path``; a crash
-    never leaves a truncated file under the final name. Raises ``OSError`` naming ``path``."""
+    """Call ``write(tmp)`` on a temporary file beside ``path``, fsync it, then rename it to ``path``; a
+    crash or an exception in ``write`` never leaves a truncated file under the final name (the old
+    file stays; the temporary file is removed on an exception). Raises ``OSError`` naming ``path``."""
     d = os.path.dirname(os.path.abspath(path))
     try:
         os.makedirs(d, exist_ok=True)
@@ -95,6 +96,11 @@ def _atomic_write(path: str, write: Callable[[str], None], suffix: str) -> None:
     try:
         os.close(fd)
         write(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)  # the bytes are on disk before the rename makes them the file
+        finally:
+            os.close(fd)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions

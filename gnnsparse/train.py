@@ -27,7 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import paper, regimes
+from . import ops, paper, regimes
+from ._failpoints import failpoint
 from .flops import StepFlops, measure_flops
 from .graph import Adjacency
 from .models import build_model
@@ -219,15 +220,28 @@ class LinkTask(_Task):
         return build_model("link", self.data.num_nodes, self.features.shape[1], cfg.hidden, cfg.model,
                            num_layers=cfg.num_layers, dropout=cfg.dropout)
 
-    def epoch_batches(self, gen: torch.Generator, compact: bool = False):
+    def epoch_batches(self, gen: torch.Generator, compact: bool = False, start: int = 0,
+                      gen_state: torch.Tensor | None = None):
         """Batches ``(pairs [2, 2b], labels [2b])``: ``b`` shuffled training positives, then ``b`` fresh
         negatives. ``compact=True`` (the chunked loss): the same pairs as int32 (when the node ids
-        fit) and the labels as bool, 9 instead of 20 bytes per pair for a batch of all pairs."""
+        fit) and the labels as bool, 9 instead of 20 bytes per pair for a batch of all pairs.
+
+        Resuming mid-epoch: with ``gen`` in its state at the start of the epoch, ``start=i`` yields
+        the epoch's batches ``i, i+1, ...`` exactly as an uninterrupted epoch would: the permutation
+        is drawn again; the negatives of batches ``< i`` are not drawn when ``gen_state`` (the
+        generator's state after batch ``i - 1``, a ByteTensor from ``gen.get_state()``) is given,
+        else they are drawn and discarded."""
         pos = self.data.train_pos
         perm = torch.randperm(pos.shape[1], generator=gen)
         small = compact and self.data.num_nodes <= torch.iinfo(torch.int32).max
-        for i in range(0, perm.numel(), self.batch_size):
+        if start and gen_state is not None:
+            gen.set_state(gen_state)
+        for i_batch, i in enumerate(range(0, perm.numel(), self.batch_size)):
             idx = perm[i:i + self.batch_size]
+            if i_batch < start:
+                if gen_state is None:
+                    self.data.sample_train_negatives(idx.numel(), gen)
+                continue
             p = pos[:, idx]
             n = self.data.sample_train_negatives(idx.numel(), gen)
             if small:
@@ -367,9 +381,13 @@ class NodeTask(_Task):
         return build_model("node", self.data.num_nodes, self.features.shape[1], cfg.hidden, cfg.model,
                            num_classes=self.data.num_classes, num_layers=cfg.num_layers, dropout=cfg.dropout)
 
-    def epoch_batches(self, gen: torch.Generator):
+    def epoch_batches(self, gen: torch.Generator, start: int = 0, gen_state: torch.Tensor | None = None):
+        """Batches ``(node ids [b],)`` of shuffled training nodes; ``start``/``gen_state`` resume
+        mid-epoch as in :meth:`LinkTask.epoch_batches` (only the permutation draws from ``gen``)."""
         perm = self.train_idx[torch.randperm(self.train_idx.numel(), generator=gen)]
-        for i in range(0, perm.numel(), self.batch_size):
+        if start and gen_state is not None:
+            gen.set_state(gen_state)
+        for i in range(start * self.batch_size, perm.numel(), self.batch_size):
             yield (perm[i:i + self.batch_size],)
 
     def loss(self, model, batch) -> torch.Tensor:
@@ -468,12 +486,155 @@ class _RunState:
     curve: list = field(default_factory=list)
 
 
-def _run_phase(model, task, optimizer, phase: _Phase, state: _RunState, gen: torch.Generator, progress=None):
-    seconds = 0.0
+class _RunCheckpoint:
+    """One regime run's link to a :class:`gnnsparse.checkpoint.Checkpointer`: what to save, and
+    where and how to resume (the file handling is the checkpointer's, the regime's state its own)."""
+
+    def __init__(self, checkpointer, regime: str, sparsity: float, cfg: TrainConfig, epochs: int):
+        from .checkpoint import run_key
+
+        self.cp = checkpointer
+        self.key = run_key(regime, sparsity, cfg.seed)
+        self.config = asdict(cfg)
+        self.epochs = epochs  # of all phases (progress of a finished run)
+        self.done = checkpointer.finished(self.key)
+        self.saved = None if self.done is not None else checkpointer.load_run(self.key, self.config)
+        self.get_regime: Callable[[], dict] = dict
+        self.set_regime: Callable[[dict], None] = lambda state: None
+        self.backend = ops.resolve_backend(cfg.backend, "cpu")
+        self.force_backend = None  # the checkpoint's backend, where "auto" would now pick another
+        saved = None if self.saved is None else self.saved["backend"]
+        if saved is not None and saved != self.backend:
+            try:
+                ops.check_backend_device(saved, torch.device("cpu"))
+            except (ImportError, RuntimeError) as e:
+                raise ValueError(f"checkpoint {checkpointer.path}: run {self.key} ran the sparse kernels of backend "
+                                 f"{saved!r}, which cannot run now ({str(e).splitlines()[0]}); resume where it is "
+                                 f"available") from None
+            self.backend = self.force_backend = saved
+
+    @classmethod
+    def open(cls, checkpointer, regime, sparsity, cfg, epochs) -> "_RunCheckpoint | None":
+        return None if checkpointer is None else cls(checkpointer, regime, sparsity, cfg, epochs)
+
+    @property
+    def resume_phase(self) -> str | None:
+        """The phase the saved state is in (None: nothing to resume, or already restored)."""
+        return None if self.saved is None else self.saved["phase"]
+
+    def due(self, step: int) -> bool:
+        return self.cp.due(step)
+
+    def finished_row(self, progress) -> dict:
+        if progress is not None:
+            progress.update(self.epochs)
+        return self.done
+
+    def save(self, phase: str, epoch: int, batch: int, model, optimizer, state: "_RunState",
+             epoch_gen_state: torch.Tensor, gen: torch.Generator, loss: float | None) -> None:
+        """Checkpoint the run at ``(phase, epoch, next batch)`` (outside timed sections)."""
+        self.cp.save_run(self.key, self.config, {
+            "phase": phase, "epoch": epoch, "batch": batch, "loss": loss, "backend": self.backend,
+            "model": model.state_dict(), "executors": _executor_state(model),
+            "optimizer": optimizer.state_dict(), "regime": self.get_regime(),
+            "rng": {"epoch_start": epoch_gen_state, "batch": gen.get_state(), "torch": torch.get_rng_state()},
+            "flops": state.flops.state_dict(),
+            "run": {"step": state.step, "seconds": dict(state.seconds), "eval_seconds": state.eval_seconds,
+                    "best_val": state.best_val, "best_state": state.best_state, "best_epoch": state.best_epoch,
+                    "best_metrics": state.best_metrics, "curve": state.curve},
+        })
+
+    def restore(self, model, optimizer, state: "_RunState", gen: torch.Generator):
+        """Load the saved state into the run's objects (once); returns ``(epoch, next batch, the batch
+        generator's state after the last done batch, the last loss)`` and leaves ``gen`` in its state at
+        the start of that epoch."""
+        s, self.saved = self.saved, None
+        try:
+            model.load_state_dict(s["model"])
+            optimizer.load_state_dict(s["optimizer"])
+            self.set_regime(s["regime"])
+            state.flops.load_state_dict(s["flops"])
+        except (KeyError, RuntimeError, ValueError) as e:  # a checkpoint of another model or gnnsparse version
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            if isinstance(e, KeyError):
+                msg = f"field {msg} is missing"
+            raise ValueError(f"checkpoint {self.cp.path}: the saved state of run {self.key} does not fit this "
+                             f"run: {msg}") from None
+        _restore_executors(model, s["executors"], self.cp.path)
+        r = s["run"]
+        state.step, state.seconds, state.eval_seconds = int(r["step"]), dict(r["seconds"]), float(r["eval_seconds"])
+        state.best_val, state.best_state, state.best_epoch = r["best_val"], r["best_state"], int(r["best_epoch"])
+        state.best_metrics, state.curve = r["best_metrics"], list(r["curve"])
+        torch.set_rng_state(s["rng"]["torch"])
+        gen.set_state(s["rng"]["epoch_start"])
+        return int(s["epoch"]), int(s["batch"]), s["rng"]["batch"], s["loss"]
+
+    def finish(self, row: dict, model) -> dict:
+        """Record the finished run (result row and final model state); returns the row as saved."""
+        return self.cp.finish_run(self.key, row, model.state_dict())
+
+
+def _executor_state(model: nn.Module) -> dict:
+    """Each sparse layer's executor decision: pinned (restored) and measured choice with its key."""
+    out = {}
+    for name, layer in sparse_layers(model).items():
+        choice = None
+        if layer._choice is not None:
+            (nnz, threads, _dtype, env, override), c = layer._choice
+            choice = {"nnz": nnz, "threads": threads, "env": env, "override": override, "executor": c.executor}
+        out[name] = {"pinned": layer._pinned_choice, "choice": choice}
+    return out
+
+
+def _restore_executors(model: nn.Module, saved: dict, path: str) -> None:
+    """Put back the executor decisions of :func:`_executor_state` (never measured again).
+
+    Raises:
+        ValueError: a layer is missing from the saved decisions, or a saved executor cannot run now.
+    """
+    from . import chooser
+
+    for name, layer in sparse_layers(model).items():
+        if name not in saved:
+            raise ValueError(f"checkpoint {path} has no executor decision for sparse layer {name}")
+        st = saved[name]
+        choice = st["choice"]
+        for ex in (st["pinned"], None if choice is None else choice["executor"]):
+            if ex is None:
+                continue
+            if ex not in ("dense", layer.layout):
+                raise ValueError(f"checkpoint {path}: layer {name} ran executor {ex!r}, not 'dense' or "
+                                 f"{layer.layout!r}")
+            if ex not in chooser.candidates(layer.layout):
+                raise ValueError(f"checkpoint {path}: layer {name} ran executor {ex!r}, which is not available "
+                                 f"now")
+        layer._pinned_choice = st["pinned"]
+        layer._choice = None if choice is None else (
+            (int(choice["nnz"]), int(choice["threads"]), layer.values.dtype, choice["env"], choice["override"]),
+            chooser.Choice(choice["executor"], layer.layout, "restored"))
+
+
+def _run_phase(model, task, optimizer, phase: _Phase, state: _RunState, gen: torch.Generator, progress=None,
+               ckpt: "_RunCheckpoint | None" = None):
     chunked = phase.loss_chunk is not None and task.kind == "link"
-    for epoch in range(phase.epochs):
-        batches = task.epoch_batches(gen, compact=True) if chunked else task.epoch_batches(gen)
-        for i_batch, batch in enumerate(batches):
+    start_epoch, start_batch, resume_gen, last_loss = 0, 0, None, None
+    if ckpt is not None and ckpt.resume_phase == phase.name:
+        start_epoch, start_batch, resume_gen, last_loss = ckpt.restore(model, optimizer, state, gen)
+        if progress is not None and start_epoch:
+            progress.update(start_epoch)
+    loss = None
+    state.seconds.setdefault(phase.name, 0.0)
+    for epoch in range(start_epoch, phase.epochs):
+        epoch_gen_state = gen.get_state()  # what a resume mid-epoch redraws the permutation from
+        first, cur = (start_batch, resume_gen) if resume_gen is not None else (0, None)
+        resume_gen = None
+        if phase.max_steps is not None and first >= phase.max_steps:
+            gen.set_state(cur)  # the epoch's capped steps were all done before the checkpoint
+            batches = ()
+        else:
+            kw = dict(start=first, gen_state=cur)
+            batches = task.epoch_batches(gen, compact=True, **kw) if chunked else task.epoch_batches(gen, **kw)
+        for i_batch, batch in enumerate(batches, start=first):
             key = (phase.name, task.batch_key(batch))
 
             def measure(batch=batch):
@@ -502,8 +663,12 @@ def _run_phase(model, task, optimizer, phase: _Phase, state: _RunState, gen: tor
             # reject at the next backward
             loss = loss.detach()
             extra = phase.after(state.step) if phase.after else 0
-            seconds += time.perf_counter() - t0
+            state.seconds[phase.name] += time.perf_counter() - t0
             state.flops.add(phase.name, per_step + extra)
+            failpoint(f"step-{phase.name}")
+            if ckpt is not None and ckpt.due(state.step):
+                ckpt.save(phase.name, epoch, i_batch + 1, model, optimizer, state, epoch_gen_state, gen,
+                          float(loss.item()))
             if phase.max_steps is not None and i_batch + 1 >= phase.max_steps:
                 break  # before the generator draws the next batch (and its negatives)
         # nothing reads the last step's gradients again (the next step zeroes them): free them
@@ -514,7 +679,9 @@ def _run_phase(model, task, optimizer, phase: _Phase, state: _RunState, gen: tor
         t0 = time.perf_counter()
         val = task.evaluate(model, "val")
         state.eval_seconds += time.perf_counter() - t0
-        state.curve.append({"phase": phase.name, "epoch": epoch, "loss": loss.item(), "val": val[task.primary]})
+        failpoint("evaluate")
+        loss_value = float(loss.item()) if loss is not None else last_loss
+        state.curve.append({"phase": phase.name, "epoch": epoch, "loss": loss_value, "val": val[task.primary]})
         if phase.select and (val[task.primary] > state.best_val or state.best_state is None):
             state.best_val = val[task.primary]
             state.best_state = copy.deepcopy(model.state_dict())
@@ -523,7 +690,9 @@ def _run_phase(model, task, optimizer, phase: _Phase, state: _RunState, gen: tor
         if progress is not None:
             progress.update(1)
             progress.set_postfix_str(f"{phase.name} val {task.primary}={val[task.primary]:.3f}")
-    state.seconds[phase.name] = state.seconds.get(phase.name, 0.0) + seconds
+        if ckpt is not None:  # after the evaluation and the selection: the next epoch starts afresh
+            ckpt.save(phase.name, epoch + 1, 0, model, optimizer, state, gen.get_state(), gen, loss_value)
+        loss, last_loss = None, loss_value
 
 
 def _finish(regime, model, task, state: _RunState, cfg: TrainConfig, sparsity, kept, extra=None) -> dict:
@@ -570,15 +739,28 @@ def _adam(model, cfg):
 
 
 # ------------------------------------------------------------------------------------- regimes
-def run_dense(task, cfg: TrainConfig, progress=None) -> dict:
+_CHECKPOINT_DOC = """
+    ``checkpoint``: an optional :class:`gnnsparse.checkpoint.Checkpointer`. The run then saves its
+    complete state every ``checkpoint.every`` steps and after every epoch's evaluation, continues from
+    the saved state when the checkpointer holds one for this run (ending bit-identical to an
+    uninterrupted run, timings aside), and is recorded as finished at the end; a finished run returns
+    its saved row without training. Raises ``ValueError`` when the saved run had another configuration
+    or cannot be resumed here (see :mod:`gnnsparse.checkpoint`)."""
+
+
+def run_dense(task, cfg: TrainConfig, progress=None, checkpoint=None) -> dict:
     """Train the dense model for ``cfg.epochs``; returns the result row (see ``gnnsparse compare``)."""
     cfg.validate()
+    ck = _RunCheckpoint.open(checkpoint, "dense", 0.0, cfg, cfg.epochs)
+    if ck is not None and ck.done is not None:
+        return ck.finished_row(progress)
     gen = _seeded(cfg)
     model = task.build_model(cfg)
     opt = _adam(model, cfg)
     state = _RunState()
-    _run_phase(model, task, opt, _Phase("dense", cfg.epochs, True, **_phase_kw(cfg)), state, gen, progress)
-    return _finish("dense", model, task, state, cfg, 0.0, {})
+    _run_phase(model, task, opt, _Phase("dense", cfg.epochs, True, **_phase_kw(cfg)), state, gen, progress, ck)
+    row = _finish("dense", model, task, state, cfg, 0.0, {})
+    return ck.finish(row, model) if ck is not None else row
 
 
 def _targets(model, cfg: TrainConfig, sparsity: float):
@@ -590,8 +772,9 @@ def _targets(model, cfg: TrainConfig, sparsity: float):
     return regimes.layer_sparsities(shapes, sparsity, cfg.distribution), kept
 
 
-def _sparse_kw(cfg: TrainConfig) -> dict:
-    return dict(backend=cfg.backend, layout=cfg.layout, blocksize=cfg.blocksize, executor=cfg.executor)
+def _sparse_kw(cfg: TrainConfig, ck: _RunCheckpoint | None = None) -> dict:
+    backend = ck.force_backend if ck is not None and ck.force_backend is not None else cfg.backend
+    return dict(backend=backend, layout=cfg.layout, blocksize=cfg.blocksize, executor=cfg.executor)
 
 
 def _choose_executors(model: nn.Module) -> None:
@@ -601,7 +784,7 @@ def _choose_executors(model: nn.Module) -> None:
             layer.choose_executor()
 
 
-def run_train_and_prune(task, cfg: TrainConfig, sparsity: float, progress=None) -> dict:
+def run_train_and_prune(task, cfg: TrainConfig, sparsity: float, progress=None, checkpoint=None) -> dict:
     """Dense training with magnitude pruning, then sparse fine-tuning with the mask fixed.
 
     Phase ``dense-prune`` (``cfg.epochs``): dense kernels; masks follow the Zhu & Gupta cubic
@@ -611,6 +794,9 @@ def run_train_and_prune(task, cfg: TrainConfig, sparsity: float, progress=None) 
     """
     cfg.validate()
     sparsity = _check_sparsity(sparsity)
+    ck = _RunCheckpoint.open(checkpoint, "train-and-prune", sparsity, cfg, cfg.epochs + cfg.finetune)
+    if ck is not None and ck.done is not None:
+        return ck.finished_row(progress)
     gen = _seeded(cfg)
     model = task.build_model(cfg)
     targets, kept = _targets(model, cfg, sparsity)
@@ -624,16 +810,27 @@ def run_train_and_prune(task, cfg: TrainConfig, sparsity: float, progress=None) 
                                      cfg.update_interval, blocksize=cfg.blocksize if cfg.layout == "bsr" else None)
     opt = _adam(model, cfg)
     state = _RunState()
+    in_finetune = False
+    if ck is not None:
+        ck.get_regime, ck.set_regime = pruner.state_dict, pruner.load_state_dict
+        if ck.resume_phase == "finetune":  # rebuild the sparsified model before loading its state
+            pruner.load_state_dict(ck.saved["regime"])
+            in_finetune = True
+            if progress is not None:
+                progress.update(cfg.epochs)
 
     def after(step):
         pruner.step(step)
         return 0
 
     ft = cfg.finetune
-    _run_phase(model, task, opt, _Phase("dense-prune", cfg.epochs, ft == 0, after=after, **_phase_kw(cfg)), state, gen, progress)
+    if not in_finetune:
+        _run_phase(model, task, opt, _Phase("dense-prune", cfg.epochs, ft == 0, after=after, **_phase_kw(cfg)),
+                   state, gen, progress, ck)
     masks = pruner.masks(finalize=True)
-    sparsify(model, targets, masks=masks, **_sparse_kw(cfg))
-    _choose_executors(model)
+    sparsify(model, targets, masks=masks, **_sparse_kw(cfg, ck))
+    if not in_finetune:  # a resumed fine-tuning restores the decisions instead of measuring again
+        _choose_executors(model)
     if ft == 0:  # no fine-tuning: select the final pruned model
         state.best_state = copy.deepcopy(model.state_dict())
         state.best_metrics = task.evaluate(model, "val")
@@ -641,28 +838,40 @@ def run_train_and_prune(task, cfg: TrainConfig, sparsity: float, progress=None) 
     else:
         state.best_state, state.best_val = None, -math.inf
         opt = _adam(model, cfg)
-        _run_phase(model, task, opt, _Phase("finetune", ft, True, **_phase_kw(cfg)), state, gen, progress)
-    return _finish("train-and-prune", model, task, state, cfg, sparsity, kept,
-                   {"layer_targets": targets})
+        _run_phase(model, task, opt, _Phase("finetune", ft, True, **_phase_kw(cfg)), state, gen, progress, ck)
+    row = _finish("train-and-prune", model, task, state, cfg, sparsity, kept, {"layer_targets": targets})
+    return ck.finish(row, model) if ck is not None else row
 
 
-def run_sparse_training(task, cfg: TrainConfig, sparsity: float, progress=None) -> dict:
+def run_sparse_training(task, cfg: TrainConfig, sparsity: float, progress=None, checkpoint=None) -> dict:
     """Sparse training from scratch at ``sparsity`` (RigL or SET drop-and-grow, nnz fixed)."""
     cfg.validate()
     sparsity = _check_sparsity(sparsity)
+    ck = _RunCheckpoint.open(checkpoint, "sparse-training", sparsity, cfg, cfg.epochs)
+    if ck is not None and ck.done is not None:
+        return ck.finished_row(progress)
     gen = _seeded(cfg)
     model = task.build_model(cfg)
     targets, kept = _targets(model, cfg, sparsity)
     mask_gen = torch.Generator().manual_seed(cfg.seed + 1)
-    sparsify(model, targets, init="random", generator=mask_gen, **_sparse_kw(cfg))
-    _choose_executors(model)
+    sparsify(model, targets, init="random", generator=mask_gen, **_sparse_kw(cfg, ck))
+    if ck is None or ck.resume_phase is None:  # a resumed run restores the decisions instead
+        _choose_executors(model)
     opt = _adam(model, cfg)
     total = cfg.epochs * _steps_per_epoch(task, cfg)
     dst = regimes.DynamicSparseTraining(model, opt, cfg.update_interval, int(cfg.update_end * total),
                                         cfg.drop_fraction, cfg.grow, generator=mask_gen, scope=cfg.pruning)
+    if ck is not None:
+        ck.get_regime, ck.set_regime = dst.state_dict, dst.load_state_dict
     state = _RunState()
     _run_phase(model, task, opt, _Phase("sparse", cfg.epochs, True, before=dst.before_forward,
-                                        after=dst.after_step, **_phase_kw(cfg)), state, gen, progress)
+                                        after=dst.after_step, **_phase_kw(cfg)), state, gen, progress, ck)
     dst.close()
-    return _finish("sparse-training", model, task, state, cfg, sparsity, kept,
-                   {"layer_targets": targets, "mask_updates": dst.updates})
+    row = _finish("sparse-training", model, task, state, cfg, sparsity, kept,
+                  {"layer_targets": targets, "mask_updates": dst.updates})
+    return ck.finish(row, model) if ck is not None else row
+
+
+for _f in (run_dense, run_train_and_prune, run_sparse_training):
+    _f.__doc__ += _CHECKPOINT_DOC
+del _f

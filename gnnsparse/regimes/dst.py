@@ -19,12 +19,14 @@ total nnz is fixed.
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
 from torch import nn
 
 from .. import formats
+from .._failpoints import failpoint
 from ..nn import SparseLinear, sparse_layers
 
 __all__ = ["DynamicSparseTraining", "cosine_drop_fraction", "remap_optimizer_state", "GROW_MODES", "SCOPES"]
@@ -198,7 +200,7 @@ class DynamicSparseTraining:
         kept = self._drop(alpha, old_keys, {n: u[1] for n, u in units.items()})
         scores = {n: self._grow_scores(n, kept[n], grads.get(n)) for n in self.layers}
         grown = self._choose_grown(scores, {n: old_keys[n].numel() - kept[n][0].numel() for n in self.layers})
-        changed = 0
+        changed = changed_layers = 0
         for name, layer in self.layers.items():
             keep_idx, kept_keys = kept[name]
             if grown[name].numel() == 0 and kept_keys.numel() == old_keys[name].numel():
@@ -212,6 +214,9 @@ class DynamicSparseTraining:
                                        formats.block_keys_to_keys(grown[name], grid_c, b)) // (b * b)
             else:
                 changed += self._apply(layer, old_keys[name], kept_keys, grown[name])
+            if changed_layers == 0:
+                failpoint("dst-update")  # tests: killed with one layer's structure changed, the rest not
+            changed_layers += 1
         self.updates += 1
         self.history.append({"step": step, "drop_fraction": alpha, "changed": changed,
                              "nnz": {n: l.nnz for n, l in self.layers.items()}})
@@ -295,6 +300,34 @@ class DynamicSparseTraining:
         layer.set_csr(crow, col, new_vals)
         remap_optimizer_state(self.optimizer, layer.values, old_pos_kept, new_pos_kept, new_keys.numel())
         return int((~was_stored).sum())
+
+    def state_dict(self) -> dict:
+        """The schedule's state for a checkpoint: update count, history and the generator's state
+        (the layers' structures and the optimizer state are saved with the model and optimizer).
+
+        Raises:
+            RuntimeError: called between ``before_forward`` and ``after_step`` of an update step
+                (captured gradients cannot be saved).
+        """
+        if self._captures:
+            raise RuntimeError("DynamicSparseTraining.state_dict() inside an update step: save between steps")
+        return {"updates": self.updates, "history": copy.deepcopy(self.history),
+                "generator": self.generator.get_state() if self.generator is not None else None}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what :meth:`state_dict` returned.
+
+        Raises:
+            ValueError: the state has a generator state and this schedule has no generator, or the
+                other way round.
+        """
+        if (state.get("generator") is None) != (self.generator is None):
+            raise ValueError("DynamicSparseTraining state: generator present in only one of the saved state "
+                             "and this schedule")
+        self.updates = int(state["updates"])
+        self.history = copy.deepcopy(list(state["history"]))
+        if self.generator is not None:
+            self.generator.set_state(state["generator"])
 
     def close(self) -> None:
         """Remove any installed hooks."""

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from .. import formats
+from .._failpoints import failpoint
 
 __all__ = ["cubic_sparsity", "MagnitudePruner", "PRUNING_MODES", "PRUNE_SCHEDULES"]
 
@@ -110,8 +111,10 @@ class MagnitudePruner:
                 size = scores[n].numel()
                 unit_masks[n] = mask[off:off + size].reshape(scores[n].shape)
                 off += size
-        for n, um in unit_masks.items():
+        for i, (n, um) in enumerate(unit_masks.items()):
             self._masks[n] = um if b == 1 else formats.expand_block_mask(um, b)
+            if i == 0:
+                failpoint("prune")  # tests: killed with one mask updated, the weights not yet masked
         self.current_fraction = fraction
         self.apply()
 
@@ -147,6 +150,27 @@ class MagnitudePruner:
         if finalize and self.current_fraction < 1.0:
             self.prune_to(1.0)
         return {n: m.clone() for n, m in self._masks.items()}
+
+    def state_dict(self) -> dict:
+        """Masks (bool ``[out, in]`` per layer) and schedule position, for a checkpoint."""
+        return {"masks": {n: m.clone() for n, m in self._masks.items()},
+                "current_fraction": float(self.current_fraction)}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what :meth:`state_dict` returned.
+
+        Raises:
+            ValueError: the layer names or mask shapes differ from this pruner's.
+        """
+        masks = state["masks"]
+        if set(masks) != set(self._masks):
+            raise ValueError(f"pruner state has layers {sorted(masks)}, this pruner {sorted(self._masks)}")
+        for n, m in masks.items():
+            if m.dtype != torch.bool or m.shape != self._masks[n].shape:
+                raise ValueError(f"pruner state: mask of {n} is {m.dtype} {tuple(m.shape)}, expected bool "
+                                 f"{tuple(self._masks[n].shape)}")
+        self._masks = {n: masks[n].clone() for n in self._masks}
+        self.current_fraction = float(state["current_fraction"])
 
     def sparsity(self) -> float:
         """Current structural sparsity over the pruned layers."""

@@ -1,0 +1,62 @@
+"""Fault injection for the crash-and-resume tests: named points where the process can kill itself.
+
+Set the environment variable ``GNNSPARSE_FAILPOINT=name[:n]`` and the process sends itself
+``SIGKILL`` (no cleanup, no ``finally`` blocks, no buffered writes flushed: what a power cut or the
+OOM killer does) the ``n``-th time (default 1) it reaches ``failpoint("name")``. Unset or empty, a
+failpoint costs one environment lookup.
+
+Points placed in the code (see ``tests/test_checkpoint.py``):
+
+* ``step-<phase>``: after an optimizer step (and the mask update of that step) of the training
+  phase ``<phase>`` (``dense``, ``dense-prune``, ``finetune``, ``sparse``), before any checkpoint of
+  that step is written;
+* ``evaluate``: after an epoch's validation evaluation, before the model selection;
+* ``prune``: inside :meth:`gnnsparse.regimes.MagnitudePruner.prune_to`, after the first layer's new
+  mask is set and before the weights are masked;
+* ``dst-update``: inside :meth:`gnnsparse.regimes.DynamicSparseTraining.after_step`, after the first
+  layer's structure changed and before the update finished;
+* ``checkpoint-write``: inside :func:`gnnsparse.checkpoint.atomic_save`, after half of the temporary
+  file is written, before it is completed and renamed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+__all__ = ["failpoint", "ENV"]
+
+#: The environment variable naming the failpoint to trigger.
+ENV = "GNNSPARSE_FAILPOINT"
+
+_hits: dict[str, int] = {}
+
+
+def _parse(spec: str) -> tuple[str, int]:
+    name, _, count = spec.strip().partition(":")
+    try:
+        n = int(count) if count else 1
+    except ValueError:
+        raise ValueError(f"{ENV}={spec!r}: the count after ':' must be an integer") from None
+    if n < 1:
+        raise ValueError(f"{ENV}={spec!r}: the count after ':' must be >= 1")
+    return name, n
+
+
+def failpoint(name: str) -> None:
+    """Kill this process with ``SIGKILL`` if ``GNNSPARSE_FAILPOINT`` names ``name`` and this is its
+    ``n``-th hit; otherwise return at once.
+
+    Raises:
+        ValueError: ``GNNSPARSE_FAILPOINT`` is set to something that is not ``name`` or ``name:n``
+            (n >= 1).
+    """
+    spec = os.environ.get(ENV)
+    if not spec:
+        return
+    target, n = _parse(spec)
+    if target != name:
+        return
+    _hits[name] = _hits.get(name, 0) + 1
+    if _hits[name] == n:
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,453 @@
+"""Checkpoints and resume: a run killed (SIGKILL, real subprocess) and resumed ends bit-identical to an
+uninterrupted one; bad checkpoints and mismatched resumes fail with clear errors; result files are
+written atomically."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from gnnsparse import checkpoint as ck
+from gnnsparse import report
+from gnnsparse.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+# small and fast: 5 capped steps per epoch, RigL updates every 2 steps (5 per run), gradual pruning
+# every 2 steps, one fine-tuning epoch, a checkpoint every 2 steps and after every evaluation
+ARGS = ["compare", "--dataset", "ia-enron-employees", "--sparsity", "0.9", "--epochs", "3", "--batch-size", "64",
+        "--hidden", "32", "--update-interval", "2", "--max-steps-per-epoch", "5", "--executor", "sparse",
+        "--threads", "1", "--no-progress"]
+TIMING = {"train_seconds", "seconds_by_phase", "eval_seconds", "elapsed_seconds"}
+
+
+@pytest.fixture(autouse=True)
+def _keep_thread_count():
+    """``main([... "--threads", "1"])`` sets torch's thread count for the whole test process."""
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+def _untimed(obj):
+    if isinstance(obj, dict):
+        return {k: _untimed(v) for k, v in obj.items() if k not in TIMING}
+    if isinstance(obj, list):
+        return [_untimed(v) for v in obj]
+    return obj
+
+
+def _cli(ckdir, json_path, failpoint=None, resume=False, extra=()):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    env.pop("GNNSPARSE_FAILPOINT", None)
+    if failpoint:
+        env["GNNSPARSE_FAILPOINT"] = failpoint
+    cmd = [sys.executable, "-m", "gnnsparse", *ARGS, "--checkpoint-every", "2", "--checkpoint-dir", str(ckdir),
+           "--json", str(json_path), *extra] + (["--resume"] if resume else [])
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=str(REPO))
+
+
+def _final_states(ckdir):
+    out = {}
+    for f in sorted(Path(ckdir).glob("final-*.pt")):
+        out[f.name] = ck.load_file(str(f))["model"]
+    return out
+
+
+def _assert_same_states(a, b):
+    assert a.keys() == b.keys()
+    for name in a:
+        sa, sb = a[name], b[name]
+        assert sa.keys() == sb.keys(), name
+        for k in sa:
+            if torch.is_tensor(sa[k]):
+                assert sa[k].dtype == sb[k].dtype and torch.equal(sa[k], sb[k]), f"{name}: {k} differs"
+            else:
+                assert sa[k] == sb[k], f"{name}: {k} differs"
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """One uninterrupted run with checkpoints: its JSON and final model states."""
+    d = tmp_path_factory.mktemp("reference")
+    p = _cli(d / "ck", d / "r.json")
+    assert p.returncode == 0, p.stderr
+    return {"dir": d / "ck", "json": json.loads((d / "r.json").read_text())}
+
+
+def test_checkpointing_does_not_change_results(reference, tmp_path, monkeypatch, capsys):
+    writes = []
+    orig = report._atomic_write
+
+    def spy(path, write, suffix):
+        writes.append(os.path.basename(path))
+        orig(path, write, suffix)
+
+    monkeypatch.setattr(report, "_atomic_write", spy)
+    js = tmp_path / "plain.json"
+    assert main(ARGS + ["--json", str(js), "--plot", str(tmp_path / "p.png")]) == 0, capsys.readouterr().err
+    # compare's result files go through the atomic writer
+    assert writes == ["plain.json", "p.png"]
+    assert _untimed(json.loads(js.read_text())) == _untimed(reference["json"])
+    rows = reference["json"]["rows"]
+    assert [r["regime"] for r in rows] == ["dense", "train-and-prune", "sparse-training"]
+    assert rows[2]["mask_updates"] >= 4  # several mask updates, so a kill can land between and inside them
+    assert sorted(_final_states(reference["dir"])) == [
+        "final-dense-0.0-seed0.pt", "final-sparse-training-0.9-seed0.pt", "final-train-and-prune-0.9-seed0.pt"]
+
+
+# (failpoint, run in progress at the last checkpoint before the kill, its phase)
+KILLS = [
+    ("step-dense:7", "dense-0.0-seed0", "dense"),                         # mid-epoch, after a step
+    ("prune:2", "train-and-prune-0.9-seed0", "dense-prune"),             # inside a pruning-mask update
+    ("step-finetune:2", "train-and-prune-0.9-seed0", "finetune"),        # fine-tuning the sparsified model
+    ("dst-update:3", "sparse-training-0.9-seed0", "sparse"),             # inside a RigL drop-and-grow
+    ("checkpoint-write:2", "sparse-training-0.9-seed0", "sparse"),       # inside a checkpoint write
+    ("evaluate:2", "sparse-training-0.9-seed0", "sparse"),               # inside an epoch's evaluation
+]
+
+
+def test_killed_and_resumed_run_is_bit_identical(reference, tmp_path, capsys):
+    """Kill the job (SIGKILL) at each point in turn, resuming after every kill; the finished job's
+    results (timings aside) and final weights and masks equal the uninterrupted run's."""
+    d, js = tmp_path / "ck", tmp_path / "r.json"
+    for i, (point, key, phase) in enumerate(KILLS):
+        p = _cli(d, js, failpoint=point, resume=i > 0)
+        assert p.returncode == -signal.SIGKILL, f"{point}: rc {p.returncode}\n{p.stderr[-2000:]}"
+        assert not js.exists()  # killed before the results
+        saved = ck.load_file(str(d / ck.CHECKPOINT_NAME))  # the last complete checkpoint is readable
+        assert saved["current"]["key"] == key and saved["current"]["phase"] == phase, point
+        tmp = list(d.glob(".tmp-*"))
+        if point.startswith("checkpoint-write"):
+            assert len(tmp) == 1 and tmp[0].stat().st_size > 0  # the half-written file, never renamed
+        else:
+            assert tmp == []
+    p = _cli(d, js, resume=True)
+    assert p.returncode == 0, p.stderr
+    assert "resuming from" in p.stdout
+    assert list(d.glob(".tmp-*")) == []  # the crash's leftover was removed
+    assert _untimed(json.loads(js.read_text())) == _untimed(reference["json"])
+    _assert_same_states(_final_states(d), _final_states(reference["dir"]))
+    # resuming a finished job trains nothing and gives the same results again
+    js.unlink()
+    assert main(ARGS + ["--checkpoint-dir", str(d), "--resume", "--json", str(js)]) == 0
+    assert "3 runs finished" in capsys.readouterr().out
+    assert _untimed(json.loads(js.read_text())) == _untimed(reference["json"])
+
+
+# ------------------------------------------------------------------------------------ Python API
+class _Snapshotting(ck.Checkpointer):
+    """Copies its checkpoint file aside after the ``at``-th save: what a crash right then leaves."""
+
+    def __init__(self, *args, at, snapshot, **kw):
+        super().__init__(*args, **kw)
+        self.at, self.snapshot, self.saves = at, snapshot, 0
+
+    def save_run(self, key, config, state):
+        super().save_run(key, config, state)
+        self.saves += 1
+        if self.saves == self.at:
+            os.makedirs(self.snapshot, exist_ok=True)
+            shutil.copy(self.path, os.path.join(self.snapshot, ck.CHECKPOINT_NAME))
+
+
+@pytest.fixture(scope="module")
+def link_task():
+    from gnnsparse.data import load_dataset
+    from gnnsparse.train import TrainConfig, make_task
+
+    cfg = TrainConfig(epochs=3, batch_size=64, hidden=32, max_steps_per_epoch=4, update_interval=2,
+                      dropout=0.3, grow="set", pruning="global", executor="sparse", seed=3)
+    return make_task(load_dataset("ia-enron-employees", seed=3), cfg), cfg
+
+
+@pytest.mark.parametrize("at", [3, 6])  # mid-epoch (step 3), and right after the second evaluation
+def test_api_resume_with_dropout_set_and_global_scope(link_task, tmp_path, at):
+    """Dropout (torch's global RNG), SET growth (the mask generator) and global drop-and-grow (per-layer
+    nnz changes): a run continued from an intermediate checkpoint equals the uninterrupted one."""
+    from gnnsparse.train import run_sparse_training
+
+    task, cfg = link_task
+    full = _Snapshotting(str(tmp_path / "a"), every=3, at=at, snapshot=str(tmp_path / "b"))
+    row = run_sparse_training(task, cfg, 0.9, checkpoint=full)
+    # global scope moved connections between layers: per-layer nnz differs from a fresh model's
+    assert any(abs(layer["sparsity"] - 0.9) > 1e-3 for layer in row["layers"] if layer["kind"] == "csr")
+    saved = ck.load_file(str(tmp_path / "b" / ck.CHECKPOINT_NAME))["current"]
+    assert saved["key"] == "sparse-training-0.9-seed3"
+    resumed = ck.Checkpointer(str(tmp_path / "b"), every=3, resume=True)
+    again = run_sparse_training(task, cfg, 0.9, checkpoint=resumed)
+    assert _untimed(again) == _untimed(row)
+    a = _final_states(tmp_path / "a")
+    assert list(a) == ["final-sparse-training-0.9-seed3.pt"]
+    _assert_same_states(_final_states(tmp_path / "b"), a)
+    # the resumed run really continued (no step before the checkpoint was trained again)
+    assert again["steps"] == row["steps"] and saved["run"]["step"] > 0
+
+
+def test_api_resume_restores_auto_executor_without_measuring(link_task, tmp_path, monkeypatch):
+    from gnnsparse import chooser
+    from gnnsparse.train import run_sparse_training
+
+    monkeypatch.setenv("GNNSPARSE_EXECUTOR", "auto")
+    monkeypatch.setenv("GNNSPARSE_CHOOSER_CACHE", str(tmp_path / "chooser.json"))
+    task, cfg = link_task
+    import dataclasses
+
+    cfg = dataclasses.replace(cfg, executor="auto", pruning="layer", epochs=2)
+    full = _Snapshotting(str(tmp_path / "a"), every=2, at=2, snapshot=str(tmp_path / "b"))
+    row = run_sparse_training(task, cfg, 0.9, checkpoint=full)
+    saved = ck.load_file(str(tmp_path / "b" / ck.CHECKPOINT_NAME))["current"]
+    assert all(e["choice"] is not None for e in saved["executors"].values())
+
+    def no_measuring(*a, **k):
+        raise AssertionError("a resumed run measured an executor decision again")
+
+    monkeypatch.setattr(chooser, "choose", no_measuring)
+    again = run_sparse_training(task, cfg, 0.9, checkpoint=ck.Checkpointer(str(tmp_path / "b"), every=2,
+                                                                           resume=True))
+    assert _untimed(again) == _untimed(row)
+    assert [layer["executor"] for layer in again["layers"]] == [layer["executor"] for layer in row["layers"]]
+
+
+def _interrupted_checkpoint(link_task, tmp_path):
+    from gnnsparse.train import run_sparse_training
+
+    task, cfg = link_task
+    run_sparse_training(task, cfg, 0.9, checkpoint=_Snapshotting(str(tmp_path / "a"), every=2, at=1,
+                                                                 snapshot=str(tmp_path / "b")))
+    return str(tmp_path / "b" / ck.CHECKPOINT_NAME)
+
+
+def _edit_current(path, edit):
+    payload = torch.load(path, weights_only=True)
+    edit(payload["current"])
+    ck.atomic_save(path, payload)
+
+
+def test_unavailable_backend_executor_or_other_model_is_refused(link_task, tmp_path):
+    from gnnsparse.train import run_sparse_training
+
+    task, cfg = link_task
+    path = _interrupted_checkpoint(link_task, tmp_path)
+    shutil.copy(path, str(tmp_path / "orig.pt"))
+
+    def cuda_backend(cur):
+        cur["backend"] = "cuda"
+
+    _edit_current(path, cuda_backend)
+    with pytest.raises(ValueError, match="backend 'cuda'.*cannot run now"):
+        run_sparse_training(task, cfg, 0.9, checkpoint=ck.Checkpointer(str(tmp_path / "b"), resume=True))
+
+    def bsr_executor(cur):
+        for e in cur["executors"].values():
+            e["pinned"] = "bsr"
+
+    shutil.copy(str(tmp_path / "orig.pt"), path)
+    _edit_current(path, bsr_executor)
+    with pytest.raises(ValueError, match="executor 'bsr'"):
+        run_sparse_training(task, cfg, 0.9, checkpoint=ck.Checkpointer(str(tmp_path / "b"), resume=True))
+
+    def other_model(cur):
+        cur["model"] = {k.replace("encoder", "enc"): v for k, v in cur["model"].items()}
+
+    shutil.copy(str(tmp_path / "orig.pt"), path)
+    _edit_current(path, other_model)
+    with pytest.raises(ValueError, match="saved state of run sparse-training-0.9-seed3 does not fit this run"):
+        run_sparse_training(task, cfg, 0.9, checkpoint=ck.Checkpointer(str(tmp_path / "b"), resume=True))
+
+
+def test_api_resume_of_another_run_or_config_is_refused(link_task, tmp_path):
+    import dataclasses
+
+    from gnnsparse.train import run_sparse_training, run_train_and_prune
+
+    task, cfg = link_task
+    _interrupted_checkpoint(link_task, tmp_path)
+    b = str(tmp_path / "b")
+    with pytest.raises(ValueError, match="unfinished run sparse-training-0.9-seed3, not train-and-prune"):
+        run_train_and_prune(task, cfg, 0.9, checkpoint=ck.Checkpointer(b, resume=True))
+    with pytest.raises(ValueError, match=r"config\.lr \(checkpoint 0.005, now 0.01\)"):
+        run_sparse_training(task, dataclasses.replace(cfg, lr=0.01), 0.9, checkpoint=ck.Checkpointer(b, resume=True))
+    with pytest.raises(ValueError, match="already holds a checkpoint"):
+        ck.Checkpointer(b)
+
+
+# ------------------------------------------------------------------------------------ bad input
+def test_resume_with_another_config_names_the_field(reference, tmp_path, capsys):
+    d = tmp_path / "ck"
+    shutil.copytree(reference["dir"], d)
+    argv = ARGS + ["--checkpoint-dir", str(d), "--resume"]
+    code = main([a if a != "32" else "64" for a in argv])  # --hidden 64
+    err = capsys.readouterr().err
+    assert code == 2 and "different job" in err and "config.hidden (checkpoint 32, now 64)" in err
+    code = main(argv + ["--lr", "0.01"])
+    err = capsys.readouterr().err
+    assert code == 2 and "config.lr (checkpoint 0.005, now 0.01)" in err
+    code = main([a if a != "0.9" else "0.5" for a in argv])
+    err = capsys.readouterr().err
+    assert code == 2 and "sparsities (checkpoint [0.9], now [0.5])" in err
+    code = main([a if a != "ia-enron-employees" else "email-eu" for a in argv] + ["--task", "link"])
+    err = capsys.readouterr().err
+    assert code == 2 and "dataset" in err
+
+
+def test_corrupt_checkpoint_is_a_clear_error_naming_the_file(reference, tmp_path, capsys):
+    d = tmp_path / "ck"
+    shutil.copytree(reference["dir"], d)
+    f = d / ck.CHECKPOINT_NAME
+    data = f.read_bytes()
+    f.write_bytes(data[: len(data) // 2])  # truncated
+    code = main(ARGS + ["--checkpoint-dir", str(d), "--resume"])
+    err = capsys.readouterr().err
+    assert code == 2 and str(f) in err and "corrupt or truncated" in err
+    f.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(ValueError, match="corrupt or truncated"):
+        ck.load_file(str(f))
+    torch.save({"something": torch.zeros(2)}, str(f))
+    with pytest.raises(ValueError, match="is not a gnnsparse checkpoint"):
+        ck.load_file(str(f))
+    torch.save({"format": "gnnsparse-checkpoint", "version": 999}, str(f))
+    with pytest.raises(ValueError, match="format version 999"):
+        ck.load_file(str(f))
+    with pytest.raises(ValueError, match="does not exist"):
+        ck.load_file(str(d / "missing.pt"))
+
+
+def test_checkpoint_flags_need_a_folder_and_refuse_to_overwrite(reference, tmp_path, capsys):
+    code = main(ARGS + ["--resume"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--resume needs --checkpoint-dir" in err
+    code = main(ARGS + ["--checkpoint-every", "3"])
+    assert code == 2 and "--checkpoint-every needs --checkpoint-dir" in capsys.readouterr().err
+    code = main(ARGS + ["--checkpoint-dir", str(reference["dir"])])  # no --resume
+    err = capsys.readouterr().err
+    assert code == 2 and "already holds a checkpoint" in err
+    (tmp_path / "file").write_text("x")
+    code = main(ARGS + ["--checkpoint-dir", str(tmp_path / "file")])
+    assert code == 2 and "is a file" in capsys.readouterr().err
+
+
+def test_failpoint_spec_is_validated(monkeypatch):
+    from gnnsparse._failpoints import failpoint
+
+    monkeypatch.setenv("GNNSPARSE_FAILPOINT", "x:zero")
+    with pytest.raises(ValueError, match="must be an integer"):
+        failpoint("x")
+    monkeypatch.setenv("GNNSPARSE_FAILPOINT", "x:0")
+    with pytest.raises(ValueError, match=">= 1"):
+        failpoint("x")
+    monkeypatch.setenv("GNNSPARSE_FAILPOINT", "other:1")
+    failpoint("x")  # another point: returns
+
+
+# ------------------------------------------------------------------------------------ atomic writes
+def test_failed_result_writes_leave_the_old_file(tmp_path, monkeypatch):
+    js = tmp_path / "r.json"
+    report.write_json(str(js), {"a": 1})
+    old = js.read_bytes()
+
+    class Unserializable:
+        def __float__(self):
+            raise TypeError("cannot serialize")
+
+    with pytest.raises(TypeError):  # fails after a large part was written to the temporary file
+        report.write_json(str(js), {"a": "x" * 200000, "z": Unserializable()})
+    assert js.read_bytes() == old
+    md = tmp_path / "results.md"
+    report.write_text(str(md), "old table\n")
+
+    def half_then_fail(tmp):
+        with open(tmp, "w") as f:
+            f.write("| new | table |\n")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        report._atomic_write(str(md), half_then_fail, ".tmp")
+    assert md.read_text() == "old table\n"
+    png = tmp_path / "p.png"
+    rows = [{"regime": "dense", "target_sparsity": 0.0, "measured_sparsity": 0.0, "train_flops": 1,
+             "train_seconds": 1.0, "seed": 0,
+             "metrics": {"val": {"auc": 0.5}, "test": {"auc": 0.5, "ap": 0.5, "auc_seen": 0.5}}}]
+    report.plot(str(png), rows, "link")
+    old_png = png.read_bytes()
+    from matplotlib.figure import Figure
+
+    def broken_savefig(self, fname, **kw):
+        with open(fname, "wb") as f:
+            f.write(old_png[:100])
+        raise RuntimeError("renderer crashed")
+
+    monkeypatch.setattr(Figure, "savefig", broken_savefig)
+    with pytest.raises(RuntimeError, match="renderer crashed"):
+        report.plot(str(png), rows, "link")
+    assert png.read_bytes() == old_png
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.png", "r.json", "results.md"]  # no temp files
+
+
+def test_checkpoint_write_is_atomic_and_loads_weights_only(tmp_path):
+    path = str(tmp_path / "x.pt")
+    payload = {"format": "gnnsparse-checkpoint", "version": ck.FORMAT_VERSION, "t": torch.arange(5),
+               "nested": {"l": [1, 2.5, "s", None, True]}}
+    ck.atomic_save(path, payload)
+    got = ck.load_file(path)
+    assert torch.equal(got["t"], payload["t"]) and got["nested"] == payload["nested"]
+    with pytest.raises(Exception):
+        ck.atomic_save(path, {"format": "gnnsparse-checkpoint", "version": ck.FORMAT_VERSION, "bad": lambda: 0})
+    assert torch.equal(ck.load_file(path)["t"], payload["t"])  # the old file is intact
+    assert os.listdir(tmp_path) == ["x.pt"]
+
+
+@pytest.mark.parametrize("dataset", ["ia-enron-employees", "email-eu"])
+def test_epoch_batches_resume_mid_epoch(dataset):
+    """``start=i`` (with or without the generator's state after batch i - 1) yields exactly the
+    remaining batches of the uninterrupted epoch and leaves the generator where it would be."""
+    from gnnsparse.data import load_dataset
+    from gnnsparse.train import TrainConfig, make_task
+
+    task = make_task(load_dataset(dataset), TrainConfig(batch_size=128))
+    gen = torch.Generator().manual_seed(5)
+    epoch_start = gen.get_state()
+    batches, states = [], []
+    for b in task.epoch_batches(gen):
+        batches.append(b)
+        states.append(gen.get_state())
+    end = gen.get_state()
+    assert len(batches) >= 4
+    for i in (1, 3, len(batches)):
+        for with_state in (True, False):
+            gen.set_state(epoch_start)
+            rest = list(task.epoch_batches(gen, start=i, gen_state=states[i - 1] if with_state else None))
+            assert len(rest) == len(batches) - i
+            for got, want in zip(rest, batches[i:]):
+                assert all(torch.equal(x, y) for x, y in zip(got, want))
+            assert torch.equal(gen.get_state(), end)
+
+
+# (saves before the snapshot, phase, epoch, next batch): mid-epoch in the dense phase; after an epoch's last
+# capped step, before its evaluation; at the phase's end (the resume redoes the switch to sparse layers);
+# mid-epoch in fine-tuning
+@pytest.mark.parametrize("at,phase,epoch,batch", [(1, "dense-prune", 0, 2), (4, "dense-prune", 1, 3),
+                                                  (5, "dense-prune", 2, 0), (6, "finetune", 0, 2)])
+def test_api_resume_train_and_prune_on_a_node_task(tmp_path, at, phase, epoch, batch):
+    """Node classification, global one-shot pruning: resumed in the dense phase (pruner state) and in
+    fine-tuning (the sparsified model rebuilt from the saved masks before its state is loaded)."""
+    from gnnsparse.data import load_dataset
+    from gnnsparse.train import TrainConfig, make_task, run_train_and_prune
+
+    cfg = TrainConfig(epochs=2, finetune_epochs=2, batch_size=64, hidden=32, max_steps_per_epoch=3, dropout=0.2,
+                      pruning="global", prune_schedule="oneshot", executor="sparse", seed=1)
+    task = make_task(load_dataset("email-eu", seed=1), cfg)
+    full = _Snapshotting(str(tmp_path / "a"), every=2, at=at, snapshot=str(tmp_path / "b"))
+    row = run_train_and_prune(task, cfg, 0.75, checkpoint=full)
+    saved = ck.load_file(str(tmp_path / "b" / ck.CHECKPOINT_NAME))["current"]
+    assert (saved["phase"], saved["epoch"], saved["batch"]) == (phase, epoch, batch)
+    again = run_train_and_prune(task, cfg, 0.75, checkpoint=ck.Checkpointer(str(tmp_path / "b"), every=2,
+                                                                            resume=True))
+    assert _untimed(again) == _untimed(row)
+    _assert_same_states(_final_states(tmp_path / "b"), _final_states(tmp_path / "a"))
