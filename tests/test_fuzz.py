@@ -55,7 +55,9 @@ FUZZ_SETTINGS = settings(
 #: What a refused call may raise (torch's own errors are RuntimeError subclasses).
 REFUSALS = (RuntimeError, ValueError, TypeError, IndexError, OverflowError)
 ISAS = ["auto", "generic"] + (["avx2"] if cpu_has_avx2_fma() else [])
-HUGE = [2**31, 2**40, 2**62, 2**63 - 1]
+HUGE = [2**31, 2**40, 2**62, 2**63 - 1]  # index values
+#: Size claims: too large to allocate (fails at once, never a multi-GB allocation that succeeds).
+HUGE_SIZES = [2**40, 2**62, 2**63 - 1]
 _COUNTS: dict = {}
 
 
@@ -265,7 +267,7 @@ def _noncontig(t):
 INDEX_MUTATIONS = ["dtype_int32", "dtype_int16", "dtype_float", "dtype_bool", "noncontig", "empty",
                    "longer", "shorter", "negative", "too_big", "huge", "swap", "first_nonzero", "2d"]
 FLOAT_MUTATIONS = ["dtype_float16", "dtype_other", "dtype_int64", "dtype_bool", "noncontig", "empty",
-                   "longer", "shorter", "2d", "1d", "nan"]
+                   "longer", "shorter", "2d", "1d", "nan", "huge_empty"]
 SIZE_MUTATIONS = ["minus_one", "plus_one", "negative", "huge", "zero"]
 
 
@@ -327,6 +329,8 @@ def _mutate_float(t, how, draw):
         return t.reshape(1, -1).clone()
     if how == "1d":
         return t.reshape(-1).clone()
+    if how == "huge_empty":  # 0 rows, a huge second dimension (numel 0: a real tensor)
+        return torch.empty((0, draw(st.sampled_from(HUGE_SIZES))), dtype=t.dtype)
     if how == "nan":
         t = t.clone()
         if t.numel():
@@ -337,7 +341,7 @@ def _mutate_float(t, how, draw):
 
 def _mutate_size(v, how, draw):
     return {"minus_one": v - 1, "plus_one": v + 1, "negative": -draw(st.integers(1, 2**63 - 1)),
-            "huge": draw(st.sampled_from(HUGE)), "zero": 0}[how]
+            "huge": draw(st.sampled_from(HUGE_SIZES)), "zero": 0}[how]
 
 
 OPS = ["csr_linear", "csr_transpose", "csr_linear_backward_input", "csr_linear_backward", "csr_sddmm",
@@ -467,7 +471,9 @@ def test_fuzz_ops_direct(data):
             res = getattr(torch.ops.gnnsparse, op)(*args)
         except REFUSALS:
             return
-        assert how == "none" or (how == "ncols" and args[1] in (0, 2, 3)), f"{op} accepted a {how} buffer"
+        buf = args[0]
+        assert buf.dtype == torch.uint8 and buf.dim() == 1 and buf.is_contiguous() and args[1] in (0, 2, 3), (
+            f"{op} accepted a malformed call ({how}): {buf.dtype} {tuple(buf.shape)} ncols={args[1]}")
         if op == "parse_edge_chunk_into":
             src, dst, t, off = args[2:]
             assert src.dtype == dst.dtype and src.dtype in (torch.int32, torch.int64) and t.dtype == torch.int64
@@ -817,3 +823,30 @@ def test_fuzz_references_are_not_vacuous():
         _validate_and_reference("csr_linear", {"x": torch.zeros(2, 3), "crow": torch.tensor([0, 1]),
                                                "col": torch.tensor([3]), "values": torch.ones(1),
                                                "bias": None, "out": 1, "t": None})
+
+
+# ---------------------------------------------------------------------------------------------
+# regressions: what the sanitizers found (each was a UBSan "signed integer overflow" abort in the
+# sanitized run; the ordinary build, compiled with -fwrapv, happened to raise)
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("huge", [2**63 - 1, 2**62])
+def test_regression_huge_size_claims_raise(huge):
+    """out_features / in_features = INT64_MAX overflowed ``rows + 1`` in check_csr (csr_linear,
+    bsr_linear, ...), ``in_features + 1`` in csr_transpose, and ``cols + 1`` in the transposed-cache
+    check for an x of shape [0, INT64_MAX]."""
+    require_extension()
+    g = torch.ops.gnnsparse
+    crow, col, v, x = torch.tensor([0, 1]), torch.tensor([0]), torch.ones(1), torch.ones(2, 3)
+    with pytest.raises(RuntimeError, match=r"crow_indices to have shape \[out_features \+ 1\] = \[%d\]" % (huge + 1)):
+        g.csr_linear(x, crow, col, v, None, huge)
+    with pytest.raises(RuntimeError, match=r"out_features / blocksize \+ 1\] = \[%d\]" % (huge + 1)):
+        g.bsr_linear(x, crow, col, torch.ones(1, 1, 1), None, huge)
+    with pytest.raises(RuntimeError):  # too large (INT64_MAX) or too large to allocate
+        g.csr_transpose(crow, col, huge)
+    t = g.csr_transpose(crow, col, 3)
+    empty = torch.empty(0, huge)
+    with pytest.raises(RuntimeError, match="out of range|transposed structure"):
+        g.csr_linear(empty, crow, col, v, None, 1, *t)
+    with pytest.raises(RuntimeError, match="out of range|transposed structure"):
+        g.csr_linear_backward(torch.ones(0, 1), empty, crow, col, v, *t, True, True, True)

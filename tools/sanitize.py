@@ -57,10 +57,12 @@ CXX_FLAGS = ["-std=c++20", "-fPIC", "-fopenmp", "-Wall", "-Wno-unknown-pragmas",
              "-DGNNSPARSE_PYTHON_MODULE", "-DTORCH_API_INCLUDE_EXTENSION_H", "-DTORCH_EXTENSION_NAME=_C"]
 
 #: ASan: leaks are not checked (uninstrumented Python/torch), stop at the first error with exit
-#: status 1 (no core dump), let huge allocation requests return NULL so torch raises its own
-#: out-of-memory error (a fuzzed "huge out_features" must become an exception, not an abort).
+#: status 1 (no core dump), let allocation requests over 4 GiB return NULL so torch raises its own
+#: out-of-memory error (a fuzzed "huge out_features" must become an exception, not an abort, and
+#: never a multi-GB allocation on a shared CI machine).
 ASAN_OPTIONS = ("detect_leaks=0:halt_on_error=1:abort_on_error=0:exitcode=1:verify_asan_link_order=0:"
-                "allocator_may_return_null=1:protect_shadow_gap=0:detect_odr_violation=0")
+                "allocator_may_return_null=1:max_allocation_size_mb=4096:protect_shadow_gap=0:"
+                "detect_odr_violation=0")
 UBSAN_OPTIONS = "halt_on_error=1:print_stacktrace=1:exitcode=1"
 
 #: The randomized kernel tests and the fuzz tests run under the sanitizers by default.
@@ -224,7 +226,9 @@ def run_tests(lib: Path, pytest_args: list[str] | None = None, fuzz_examples: in
     env["GNNSPARSE_FUZZ_EXAMPLES"] = str(fuzz_examples)
     if count_dir is not None:
         env["GNNSPARSE_FUZZ_COUNT_DIR"] = str(count_dir)
-    cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
+    # --capture=sys: a sanitizer report is written to fd 2 just before the process exits; with
+    # pytest's default fd capture it would vanish with the capture file.
+    cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "--capture=sys",
            *(pytest_args or DEFAULT_TESTS)]
     res = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                          text=True, errors="replace", timeout=timeout)
