@@ -103,3 +103,25 @@ def test_kernels_and_fuzzers_under_sanitizers(tmp_path, toolchain):
         assert Path(info["extension"]) == lib, (target, info)  # the sanitized build was the one loaded
     print(f"sanitizers: build {t_build:.0f} s, run {t_run:.0f} s, fuzz inputs "
           + ", ".join(f"{k} {v['examples']}" for k, v in sorted(ran.items())))
+
+
+def test_extension_override_env_var(tmp_path):
+    """GNNSPARSE_EXTENSION loads the named file as gnnsparse._C (how the sanitized build is used),
+    and a missing file is an ImportError naming it (never a silent fallback to the package's build)."""
+    from kernel_support import require_extension
+
+    require_extension()
+    from gnnsparse import _ext
+
+    own = _ext.library_paths()["_C"]
+    probe = ("from gnnsparse import _ext\n"
+             "try:\n    _ext.load()\nexcept ImportError as e:\n    print('ImportError', e)\n"
+             "else:\n    import torch; print('loaded', _ext.library_paths()['_C'], hasattr(torch.ops.gnnsparse, 'csr_linear'))\n")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    missing = tmp_path / "nope.so"
+    out = subprocess.run([sys.executable, "-c", probe], env=dict(env, GNNSPARSE_EXTENSION=str(missing)),
+                         capture_output=True, text=True, cwd=tmp_path, timeout=300).stdout
+    assert out.startswith("ImportError") and f"GNNSPARSE_EXTENSION={missing} is not a file" in out, out
+    out = subprocess.run([sys.executable, "-c", probe], env=dict(env, GNNSPARSE_EXTENSION=own),
+                         capture_output=True, text=True, cwd=tmp_path, timeout=300).stdout
+    assert out.strip() == f"loaded {own} True", out
