@@ -5,6 +5,12 @@ runs its static initialisers, which register the ``torch.ops.gnnsparse.*``
 operator schemas and their CPU kernels. ``gnnsparse._C_cuda``, built when the CUDA
 toolkit was found (``GNNSPARSE_CUDA``, see setup.py), registers the CUDA kernels of the
 same ops; it is loaded right after ``_C`` when present. Loading it needs no GPU.
+
+``GNNSPARSE_EXTENSION=/path/to/lib.so`` loads that file as ``gnnsparse._C`` instead of the
+package's own build (used by tools/sanitize.py for the AddressSanitizer/UBSan build, which lives
+in build/sanitize/, outside the package). The file must export ``PyInit__C`` (any build of
+csrc/ with ``-DGNNSPARSE_PYTHON_MODULE``); no ``_C_cuda`` is loaded next to it unless one lies in
+the same folder.
 """
 
 from __future__ import annotations
@@ -44,12 +50,16 @@ def load() -> None:
         try:
             import os
 
-            spec = importlib.util.find_spec("gnnsparse._C")
-            here = os.path.dirname(os.path.abspath(__file__))
-            if spec is not None and spec.origin and os.path.dirname(os.path.abspath(spec.origin)) != here:
-                # e.g. another checkout's editable install answering for a clone without a build
-                raise ImportError(f"gnnsparse._C was found at {spec.origin}, not in this package's folder {here}")
-            importlib.import_module("gnnsparse._C")
+            override = os.environ.get("GNNSPARSE_EXTENSION", "").strip()
+            if override:
+                _load_file(override)
+            else:
+                spec = importlib.util.find_spec("gnnsparse._C")
+                here = os.path.dirname(os.path.abspath(__file__))
+                if spec is not None and spec.origin and os.path.dirname(os.path.abspath(spec.origin)) != here:
+                    # e.g. another checkout's editable install answering for a clone without a build
+                    raise ImportError(f"gnnsparse._C was found at {spec.origin}, not in this package's folder {here}")
+                importlib.import_module("gnnsparse._C")
             if not hasattr(torch.ops.gnnsparse, "csr_linear"):
                 raise ImportError("gnnsparse._C loaded but registered no torch.ops.gnnsparse.csr_linear")
         except (ImportError, OSError) as e:  # OSError: unresolved symbols / wrong torch ABI
@@ -59,6 +69,21 @@ def load() -> None:
             _load_cuda()
             return
     raise ImportError(f"{_BUILD_HINT} (original error: {_error})") from _error
+
+
+def _load_file(path: str) -> None:
+    """Load the extension file ``path`` (``GNNSPARSE_EXTENSION``) as ``gnnsparse._C``."""
+    import os
+    import sys
+
+    if not os.path.isfile(path):
+        raise ImportError(f"GNNSPARSE_EXTENSION={path} is not a file")
+    spec = importlib.util.spec_from_file_location("gnnsparse._C", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"GNNSPARSE_EXTENSION={path} is not a loadable extension module")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    sys.modules["gnnsparse._C"] = module
 
 
 def available() -> bool:

@@ -237,9 +237,11 @@ inline void check_csr(const char* op, const at::Tensor& crow, const at::Tensor& 
               ": expected col_indices to have dtype int64, got ", col.scalar_type());
   TORCH_CHECK(rows >= 0, op, ": expected ", rows_name, " >= 0, got ", rows);
   TORCH_CHECK(cols >= 0, op, ": expected ", cols_name, " >= 0, got ", cols);
-  TORCH_CHECK(crow.dim() == 1 && crow.size(0) == rows + 1, op,
-              ": expected crow_indices to have shape [", rows_name, " + 1] = [", rows + 1,
-              "], got ", crow.sizes());
+  // crow.size(0) - 1 == rows, not size(0) == rows + 1: rows may be a huge (INT64_MAX) claim
+  // (found by UBSan under tests/test_fuzz.py).
+  TORCH_CHECK(crow.dim() == 1 && crow.size(0) - 1 == rows, op,
+              ": expected crow_indices to have shape [", rows_name, " + 1] = [",
+              static_cast<uint64_t>(rows) + 1, "], got ", crow.sizes());
   TORCH_CHECK(col.dim() == 1, op, ": expected col_indices to be 1-D [nnz], got shape ",
               col.sizes());
   const int64_t nnz = col.size(0);

@@ -10,6 +10,7 @@
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
+#include <limits>
 #include <tuple>
 #include <vector>
 
@@ -43,10 +44,11 @@ void check_csr_transpose(const char* op, const at::Tensor& crow, const at::Tenso
                 ": expected t_crow/t_col/t_perm to be contiguous 1-D int64, got ",
                 t->scalar_type(), " ", t->sizes());
   }
-  TORCH_CHECK(t_crow.size(0) == cols + 1 && t_col.size(0) == nnz && t_perm.size(0) == nnz, op,
+  // size(0) - 1 == cols: cols + 1 overflowed for an empty x of shape [0, INT64_MAX] (UBSan)
+  TORCH_CHECK(t_crow.size(0) - 1 == cols && t_col.size(0) == nnz && t_perm.size(0) == nnz, op,
               ": transposed structure has shapes t_crow ", t_crow.sizes(), ", t_col ",
-              t_col.sizes(), ", t_perm ", t_perm.sizes(), "; expected [", cols + 1, "], [", nnz,
-              "], [", nnz, "] (stale cache after a structure change?)");
+              t_col.sizes(), ", t_perm ", t_perm.sizes(), "; expected [",
+              static_cast<uint64_t>(cols) + 1, "], [", nnz, "], [", nnz, "] (stale cache after a structure change?)");
   const int64_t* cr = crow.data_ptr<int64_t>();
   const int64_t* ci = col.data_ptr<int64_t>();
   const int64_t* tcr = t_crow.data_ptr<int64_t>();
@@ -88,6 +90,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> csr_transpose_cpu(const at::Tenso
               crow.sizes());
   const int64_t rows = crow.size(0) - 1;
   check_csr(op, crow, col, nullptr, rows, in_features, "out_features", "in_features");
+  // t_crow has in_features + 1 entries (in_features = INT64_MAX overflowed: found by UBSan)
+  TORCH_CHECK(in_features < std::numeric_limits<int64_t>::max(), op, ": in_features = ", in_features,
+              " is too large");
   const int64_t nnz = col.size(0);
   at::Tensor t_crow = at::empty({in_features + 1}, crow.options());
   at::Tensor t_col = at::empty({nnz}, crow.options());
