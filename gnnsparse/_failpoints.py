@@ -23,6 +23,8 @@ limits the failpoints to the process whose ``RANK`` is ``r``. ``GNNSPARSE_PERTUR
 :func:`perturb_point` return True at its ``n``-th hit (the same rank scoping applies); the point
 ``mask-check`` (in :mod:`gnnsparse.train`, before each cross-rank mask check) then flips one stored
 position of this rank's first sparse layer (or pruning mask), so the tests see the check fail.
+``GNNSPARSE_FAILPOINT_SIGNAL=STOP`` makes a failpoint stop the process (``SIGSTOP``: a hung rank, which
+its peers must give up on after their timeout) instead of killing it.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from __future__ import annotations
 import os
 import signal
 
-__all__ = ["failpoint", "perturb_point", "ENV", "RANK_ENV", "PERTURB_ENV"]
+__all__ = ["failpoint", "perturb_point", "ENV", "RANK_ENV", "PERTURB_ENV", "SIGNAL_ENV"]
 
 #: The environment variable naming the failpoint to trigger.
 ENV = "GNNSPARSE_FAILPOINT"
@@ -38,6 +40,8 @@ ENV = "GNNSPARSE_FAILPOINT"
 RANK_ENV = "GNNSPARSE_FAILPOINT_RANK"
 #: The environment variable naming the perturbation point to trigger.
 PERTURB_ENV = "GNNSPARSE_PERTURB"
+#: ``KILL`` (default) or ``STOP``: the signal a failpoint sends its own process.
+SIGNAL_ENV = "GNNSPARSE_FAILPOINT_SIGNAL"
 
 _hits: dict[str, int] = {}
 _perturb_hits: dict[str, int] = {}
@@ -60,7 +64,7 @@ def _parse(spec: str, env: str = ENV) -> tuple[str, int]:
 
 
 def failpoint(name: str) -> None:
-    """Kill this process with ``SIGKILL`` if ``GNNSPARSE_FAILPOINT`` names ``name`` and this is its
+    """Kill this process with ``SIGKILL`` (or stop it, ``GNNSPARSE_FAILPOINT_SIGNAL=STOP``) if ``GNNSPARSE_FAILPOINT`` names ``name`` and this is its
     ``n``-th hit; otherwise return at once.
 
     Raises:
@@ -75,7 +79,10 @@ def failpoint(name: str) -> None:
         return
     _hits[name] = _hits.get(name, 0) + 1
     if _hits[name] == n:
-        os.kill(os.getpid(), signal.SIGKILL)
+        sig = os.environ.get(SIGNAL_ENV, "KILL").strip().upper() or "KILL"
+        if sig not in ("KILL", "STOP"):
+            raise ValueError(f"{SIGNAL_ENV}={sig!r} must be KILL or STOP")
+        os.kill(os.getpid(), signal.SIGKILL if sig == "KILL" else signal.SIGSTOP)
 
 
 def perturb_point(name: str) -> bool:
