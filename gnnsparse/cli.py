@@ -399,6 +399,9 @@ def _reproduce(args) -> int:
 
     from .reproduce import run_grid
 
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        raise ValueError("gnnsparse reproduce runs on one process; launch `gnnsparse compare` with torchrun for "
+                         "data-parallel training")
     if args.threads:
         torch.set_num_threads(args.threads)
     out = _output_dir(args.out)

@@ -253,10 +253,19 @@ def all_reduce_gradients(params: Iterable[torch.nn.Parameter], loss: torch.Tenso
     return present[-1].to(loss.dtype)
 
 
-def reduce_numbers(values: Sequence[float], op: str = "sum") -> list[float]:
-    """``values`` (floats; ints up to 2**53 exactly) summed (``op="sum"``) or maxed (``"max"``) over
-    ranks, in float64. Without a process group: returned as floats."""
-    t = torch.tensor([float(v) for v in values], dtype=torch.float64)
+def reduce_numbers(values: Sequence[float], op: str = "sum") -> list:
+    """``values`` summed (``op="sum"``) or maxed (``"max"``) over ranks: all ints (FLOP counts) in
+    int64, exactly; otherwise in float64. Every rank must pass as many values of the same kinds.
+    Without a process group: ``values`` as a list.
+
+    Raises:
+        ValueError: ``op`` is not ``"sum"`` or ``"max"``.
+        DistributedError: another rank died or timed out.
+    """
+    if op not in ("sum", "max"):
+        raise ValueError(f"op must be 'sum' or 'max', got {op!r}")
+    ints = all(isinstance(v, int) and not isinstance(v, bool) for v in values)
+    t = torch.tensor(list(values), dtype=torch.int64 if ints else torch.float64)
     if enabled() and t.numel():
         dist = _dist()
         with _collective(f"a {op} of counters"):
@@ -264,9 +273,15 @@ def reduce_numbers(values: Sequence[float], op: str = "sum") -> list[float]:
     return t.tolist()
 
 
-def gather_numbers(values: Sequence[float]) -> list[list[float]]:
-    """Every rank's ``values`` (same length on all ranks), as ``[rank][i]`` float64 lists."""
-    t = torch.tensor([float(v) for v in values], dtype=torch.float64)
+def gather_numbers(values: Sequence[float]) -> list[list]:
+    """Every rank's ``values`` (same length and kinds on all ranks), as ``[rank][i]`` lists: all ints
+    in int64, otherwise float64.
+
+    Raises:
+        DistributedError: another rank died or timed out.
+    """
+    ints = all(isinstance(v, int) and not isinstance(v, bool) for v in values)
+    t = torch.tensor(list(values), dtype=torch.int64 if ints else torch.float64)
     if not enabled():
         return [t.tolist()]
     dist = _dist()

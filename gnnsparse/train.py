@@ -552,7 +552,7 @@ class _RunCheckpoint:
         seconds, eval_seconds = _global_seconds(state)
         if distributed.enabled():
             phases = sorted(flops["by_phase"])
-            summed = distributed.reduce_numbers([flops["by_phase"][p] for p in phases], "sum")
+            summed = distributed.reduce_numbers([int(flops["by_phase"][p]) for p in phases], "sum")
             flops["by_phase"] = {p: int(v) for p, v in zip(phases, summed)}
         self.cp.save_run(self.key, self.config, {
             "phase": phase, "epoch": epoch, "batch": batch, "loss": loss, "backend": self.backend,
@@ -733,7 +733,8 @@ def _global_seconds(state: _RunState) -> tuple[dict, float]:
     """The run's seconds per phase and evaluation seconds, maxed over ranks (data-parallel: the
     slowest rank's time is the step's time); this rank's own without a process group."""
     phases = sorted(state.seconds)
-    vals = distributed.reduce_numbers([state.seconds[p] for p in phases] + [state.eval_seconds], "max")
+    vals = distributed.reduce_numbers([float(state.seconds[p]) for p in phases] + [float(state.eval_seconds)],
+                                      "max")
     return dict(zip(phases, vals[:-1])), vals[-1]
 
 
@@ -771,11 +772,12 @@ def _finish(regime, model, task, state: _RunState, cfg: TrainConfig, sparsity, k
     dist_info = None
     if distributed.enabled():
         phases = sorted(flops_by_phase)
-        flops_by_phase = dict(zip(phases, map(int, distributed.reduce_numbers(
-            [flops_by_phase[p] for p in phases], "sum"))))
-        per_rank = distributed.gather_numbers([state.flops.total, sum(state.seconds.values())])
-        dist_info = {"mask_checks": state.mask_checks, "flops_by_rank": [int(f) for f, _ in per_rank],
-                     "train_seconds_by_rank": [s for _, s in per_rank]}
+        flops_by_phase = dict(zip(phases, distributed.reduce_numbers(
+            [int(flops_by_phase[p]) for p in phases], "sum")))
+        flops_by_rank = distributed.gather_numbers([state.flops.total])
+        seconds_by_rank = distributed.gather_numbers([float(sum(state.seconds.values()))])
+        dist_info = {"mask_checks": state.mask_checks, "flops_by_rank": [int(f) for (f,) in flops_by_rank],
+                     "train_seconds_by_rank": [float(s) for (s,) in seconds_by_rank]}
     rep = sparsity_report(model, kept)
     row = {
         "regime": regime,

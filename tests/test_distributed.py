@@ -205,18 +205,24 @@ def test_killed_rank_stops_the_other_and_job_resumes_on_one_process(tmp_path, on
     _assert_close_rows(_rows(tmp_path / "r.json"), one_process)
 
 
-def test_hung_rank_times_out(tmp_path):
+def _stopped(pid: int) -> bool:
+    """True when process ``pid`` is stopped (state ``T`` in /proc/<pid>/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0] == "T"
+
+
+def test_hung_rank_times_out():
     """Rank 1 stops (SIGSTOP) inside a step: rank 0 gives up after --dist-timeout, exit 3."""
     timeout = 6
     procs = _spawn(["--dist-timeout", str(timeout)], {1: {"GNNSPARSE_FAILPOINT": "step-dense:3",
                                                            "GNNSPARSE_FAILPOINT_SIGNAL": "STOP"}})
     try:
-        t0 = None
-        while procs[0].poll() is None and time.monotonic() < (t0 or time.monotonic()) + 300:
-            with open(f"/proc/{procs[1].pid}/stat") as f:
-                if f.read().split(")")[-1].split()[0] == "T" and t0 is None:
-                    t0 = time.monotonic()  # rank 1 is stopped
+        t0, deadline = None, time.monotonic() + 300
+        while procs[0].poll() is None and time.monotonic() < deadline:
+            if t0 is None and _stopped(procs[1].pid):
+                t0 = time.monotonic()
             time.sleep(0.05)
+        assert t0 is not None, "rank 1 never stopped"
         procs[0].wait(timeout=timeout + 60)
         waited = time.monotonic() - t0
         err = procs[0].stderr.read()
