@@ -110,8 +110,9 @@ def init_from_env(timeout_s: float = DEFAULT_TIMEOUT_S, backend: str | None = No
     Args:
         timeout_s: seconds a collective (and the initial rendezvous) waits for the other ranks before
             it fails (> 0).
-        backend: ``"gloo"`` (CPU tensors; the default: gnnsparse trains on CPU) or ``"nccl"`` (CUDA
-            tensors, one GPU per rank: ``LOCAL_RANK`` selects the device).
+        backend: ``"gloo"`` (CPU tensors; the default: gnnsparse's training loop runs on CPU) or
+            ``"nccl"`` (CUDA tensors over NCCL, one GPU per rank selected by ``LOCAL_RANK``; the CPU
+            collectives of this module still go over gloo). NCCL is untested (no GPU here).
 
     Returns:
         True when this call initialized a group of more than one rank.
@@ -144,13 +145,12 @@ def init_from_env(timeout_s: float = DEFAULT_TIMEOUT_S, backend: str | None = No
     backend = backend or "gloo"
     if backend not in ("gloo", "nccl"):
         raise ValueError(f"distributed backend must be 'gloo' or 'nccl', got {backend!r}")
-    kw = {}
-    if backend == "nccl":
+    if backend == "nccl":  # CUDA tensors over NCCL; the small CPU collectives (counters, masks) over gloo
         local = int(env.get("LOCAL_RANK", "0"))
         torch.cuda.set_device(local)
-        kw["device_id"] = torch.device("cuda", local)
+        backend = "cpu:gloo,cuda:nccl"
     try:
-        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s), **kw)
+        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
     except (RuntimeError, ValueError) as e:
         raise DistributedError(f"rank {r}: cannot join the process group of {world} ranks at "
                                f"{env['MASTER_ADDR']}:{env['MASTER_PORT']} ({_first_line(e)})") from None
@@ -304,14 +304,21 @@ def broadcast_object(obj, src: int = 0):
 
 @torch.no_grad()
 def broadcast_parameters(module: torch.nn.Module, src: int = 0) -> None:
-    """Copy rank ``src``'s parameters into every rank's ``module`` (same shapes required: call
-    :func:`check_masks` first for sparse layers)."""
+    """Copy rank ``src``'s parameters and floating-point buffers (e.g. the paper model's fixed walk
+    embeddings, computed on every rank) into every rank's ``module``, so all ranks start from the
+    same model even where building it is not bit-reproducible across processes. Same shapes
+    required: call :func:`check_masks` first for sparse layers (their index buffers are not sent).
+
+    Raises:
+        DistributedError: another rank died or timed out.
+    """
     if not enabled():
         return
     dist = _dist()
+    tensors = list(module.parameters()) + [b for b in module.buffers() if b.is_floating_point()]
     with _collective("the parameter broadcast"):
-        for p in module.parameters():
-            dist.broadcast(p.data, src=src)
+        for t in tensors:
+            dist.broadcast(t.data, src=src)
 
 
 # ---------------------------------------------------------------------------------- mask check

@@ -114,6 +114,39 @@ def test_fingerprint_sees_every_change():
     assert n == 5 and torch.equal(batch[1], torch.arange(5))
 
 
+def test_init_from_env_checks_the_environment(monkeypatch):
+    for k in ("WORLD_SIZE", "RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(k, raising=False)
+    assert distributed.init_from_env() is False  # not launched by torchrun: one process
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert distributed.init_from_env() is False  # one rank: nothing to synchronize
+    with pytest.raises(ValueError, match="timeout must be > 0"):
+        distributed.init_from_env(0)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "2")
+    with pytest.raises(ValueError, match=r"RANK=2 must be in \[0, WORLD_SIZE=2\)"):
+        distributed.init_from_env()
+    monkeypatch.setenv("RANK", "x")
+    with pytest.raises(ValueError, match="must be integers"):
+        distributed.init_from_env()
+    monkeypatch.setenv("RANK", "1")
+    with pytest.raises(ValueError, match="MASTER_ADDR, MASTER_PORT unset: launch with torchrun"):
+        distributed.init_from_env()
+    with pytest.raises(ValueError, match="'gloo' or 'nccl'"):
+        monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+        monkeypatch.setenv("MASTER_PORT", "1")
+        distributed.init_from_env(backend="mpi")
+    assert distributed.world_size() == 1  # nothing was initialized
+
+
+def test_reproduce_refuses_torchrun(monkeypatch, tmp_path, capsys):
+    from gnnsparse.cli import main
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["reproduce", "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+    assert "launch `gnnsparse compare` with torchrun" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------------------------- two ranks
 @pytest.fixture(scope="module")
 def one_process(tmp_path_factory):
