@@ -196,6 +196,11 @@ class Checkpointer:
             False refuses a folder that already holds a checkpoint.
         meta: what the job is (JSON-like dict: dataset, configuration...); with ``resume`` a
             checkpoint whose ``meta`` differs is refused, naming the first differing field.
+        writer: False for the data-parallel ranks other than 0: the checkpointer reads the folder
+            (every rank resumes from the same file, on a shared folder across machines) and keeps
+            the job's state in memory, but writes and deletes nothing; rank 0 writes. The saved
+            state does not depend on the number of ranks (see :mod:`gnnsparse.train`), so a job
+            checkpointed with K processes resumes with any number.
 
     Raises:
         ValueError: ``every`` < 1; ``directory`` is a file; a checkpoint exists and ``resume`` is
@@ -204,13 +209,14 @@ class Checkpointer:
     """
 
     def __init__(self, directory: str, *, every: int | None = None, resume: bool = False,
-                 meta: dict | None = None):
+                 meta: dict | None = None, writer: bool = True):
         if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
             raise ValueError(f"checkpoint every must be None or an int >= 1, got {every!r}")
         if os.path.exists(directory) and not os.path.isdir(directory):
             raise ValueError(f"checkpoint folder {directory} is a file; give a folder")
         self.directory = directory
         self.every = every
+        self.writer = bool(writer)
         self.meta = _json_normal(meta or {})
         self.path = os.path.join(directory, CHECKPOINT_NAME)
         self.finished_rows: dict[str, dict] = {}
@@ -227,6 +233,8 @@ class Checkpointer:
             self.finished_rows = {k: json.loads(v) for k, v in saved.get("finished", {}).items()}
             self.current = saved.get("current")
             self.resumed = True
+        if not self.writer:
+            return
         os.makedirs(directory, exist_ok=True)
         for tmp in glob.glob(os.path.join(glob.escape(directory), _TMP_PREFIX + "*.pt")):
             os.unlink(tmp)  # left by a crash during a write: never a complete checkpoint
@@ -264,6 +272,8 @@ class Checkpointer:
 
     # ------------------------------------------------------------------------------ writes
     def _write(self) -> None:
+        if not self.writer:
+            return
         atomic_save(self.path, {
             "format": _MAGIC, "version": FORMAT_VERSION, "meta": self.meta,
             "finished": {k: json.dumps(v) for k, v in self.finished_rows.items()},
@@ -277,8 +287,9 @@ class Checkpointer:
     def finish_run(self, key: str, row: dict, final_state: dict) -> dict:
         """Record run ``key`` as finished: its final model state (``final-<key>.pt``) and its result
         row (returned as the JSON-normalized dict a resumed job will return too)."""
-        atomic_save(self.final_path(key), {"format": _MAGIC, "version": FORMAT_VERSION, "key": key,
-                                           "model": final_state})
+        if self.writer:
+            atomic_save(self.final_path(key), {"format": _MAGIC, "version": FORMAT_VERSION, "key": key,
+                                               "model": final_state})
         row = _json_normal(row)
         self.finished_rows[key] = row
         self.current = None

@@ -7,6 +7,11 @@ sparsity, executed training FLOPs and wall-clock side by side.
 
 Bad input (unknown dataset, missing data root, malformed file, bad option) exits with status 2
 and a one-line ``gnnsparse: error: ...`` message, without a traceback.
+
+``gnnsparse compare`` launched by ``torchrun`` (``WORLD_SIZE`` > 1) trains data-parallel (see
+:mod:`gnnsparse.distributed`): rank 0 prints and writes the JSON, the plot and the checkpoints; a
+lost rank (died, or silent for ``--dist-timeout`` seconds) or ranks holding different masks exit
+with status 3 and ``gnnsparse: error: rank R: ...``.
 """
 
 from __future__ import annotations
@@ -137,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--plot", default=None,
                    help="write a PNG (.png is appended if missing): metric vs sparsity and vs training FLOPs")
     c.add_argument("--no-progress", action="store_true", help="no tqdm bar")
+    c.add_argument("--dist-timeout", type=_float_in(0.0, 86400.0, "--dist-timeout", lo_open=True), default=300.0,
+                   help="under torchrun (several processes): seconds a rank waits for the others in a collective "
+                        "before it gives up (a rank that died is usually noticed at once)")
 
     from .reproduce import GRID_MODELS, PAPER_DATASETS, PAPER_SPARSITIES, PRESETS
 
@@ -249,12 +257,8 @@ def _compare(args) -> int:
     import os
 
     import torch
-    from tqdm import tqdm
 
-    from . import report
-    from .data import load_dataset
-    from .regimes import candidate_layers
-    from .train import TrainConfig, make_task, run_dense, run_sparse_training, run_train_and_prune
+    from .train import TrainConfig
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -284,6 +288,23 @@ def _compare(args) -> int:
     isa = os.environ.get("GNNSPARSE_CPU_ISA", "").strip().lower()
     if isa not in ("", "auto", "generic", "avx2", "avx512"):
         raise ValueError(f"GNNSPARSE_CPU_ISA={isa!r} is not one of auto, generic, avx2, avx512")
+    from . import distributed
+
+    distributed.init_from_env(args.dist_timeout)  # under torchrun: data-parallel over its processes
+    if not distributed.is_main():  # rank 0 alone prints the table and writes the files
+        with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+            return _compare_run(args, cfg, json_path, plot_path, main=False)
+    return _compare_run(args, cfg, json_path, plot_path, main=True)
+
+
+def _compare_run(args, cfg, json_path, plot_path, main: bool) -> int:
+    from tqdm import tqdm
+
+    from . import distributed, report
+    from .data import load_dataset
+    from .regimes import candidate_layers
+    from .train import make_task, run_dense, run_sparse_training, run_train_and_prune
+
     seeds = list(dict.fromkeys(args.seed))
     sparsities = sorted(set(args.sparsity))
     total_epochs = len(seeds) * (cfg.epochs + len(sparsities) * (cfg.epochs + cfg.finetune + cfg.epochs))
@@ -314,12 +335,13 @@ def _compare(args) -> int:
                     shared = dataclasses.asdict(cfg)
                     del shared["seed"]  # per run (the runs' own checks include it)
                     checkpoint = Checkpointer(args.checkpoint_dir, every=args.checkpoint_every, resume=args.resume,
-                                              meta={"dataset": data.name, "task": task.kind,
+                                              writer=main, meta={"dataset": data.name, "task": task.kind,
                                                     "describe": data.describe(), "seeds": seeds,
                                                     "sparsities": sparsities, "config": shared})
                     if checkpoint.resumed:
                         print(f"resuming from {checkpoint.path} ({len(checkpoint.finished_rows)} runs finished)")
-                bar = tqdm(total=total_epochs, unit="epoch", disable=args.no_progress, dynamic_ncols=True)
+                bar = tqdm(total=total_epochs, unit="epoch", disable=args.no_progress or not main,
+                           dynamic_ncols=True)
             run_cfg = dataclasses.replace(cfg, seed=seed)
             bar.set_description(f"seed {seed} dense")
             rows.append(run_dense(task, run_cfg, bar, checkpoint=checkpoint))
@@ -342,6 +364,9 @@ def _compare(args) -> int:
           "FLOPs executed in training (multiply+add = 2); seconds = training steps only; "
           "best ep = selected epoch (0-based, counted over all phases)"
           + ("; mean±std over seeds." if len(seeds) > 1 else "."))
+    if distributed.world_size() > 1:
+        print(f"data-parallel over {distributed.world_size()} processes: FLOPs summed over the processes "
+              f"(each encodes the full graph every step), seconds of the slowest process")
     if kept:
         print(f"kept dense, not counted in measured: {', '.join(sorted(kept))}")
     ran_dense: dict[tuple, set] = {}
@@ -357,10 +382,10 @@ def _compare(args) -> int:
         print(f"  {regime} {target:g}: ran dense ({why}; dense FLOPs counted): {', '.join(sorted(names))}")
     payload = {"dataset": data.name, "task": task.kind, "describe": data.describe(), "seeds": seeds,
                "note": getattr(data, "note", ""), "config": rows[0]["config"], "rows": rows}
-    if json_path:
+    if json_path and main:
         report.write_json(json_path, payload)
         print(f"wrote {json_path}")
-    if plot_path:
+    if plot_path and main:
         report.plot(plot_path, rows, task.kind,
                     title=f"{data.name} ({cfg.model}, seeds {','.join(map(str, seeds))})")
         print(f"wrote {plot_path}")
@@ -374,6 +399,9 @@ def _reproduce(args) -> int:
 
     from .reproduce import run_grid
 
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        raise ValueError("gnnsparse reproduce runs on one process; launch `gnnsparse compare` with torchrun for "
+                         "data-parallel training")
     if args.threads:
         torch.set_num_threads(args.threads)
     out = _output_dir(args.out)
@@ -463,6 +491,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     parser = build_parser()
     args = parser.parse_args(argv)
+    from .distributed import DistributedError, shutdown
+
     try:
         if args.command == "compare":
             return _compare(args)
@@ -471,6 +501,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "reproduce":
             return _reproduce(args)
         return _datasets(args)
+    except DistributedError as e:  # a lost rank, a timeout, ranks that disagree: never hang
+        print(f"gnnsparse: error: {_first_line(e)}", file=sys.stderr)
+        return 3
     except MemoryError:
         print(f"gnnsparse: error: {_OOM}", file=sys.stderr)
         return 2
@@ -486,6 +519,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("gnnsparse: interrupted", file=sys.stderr)
         return 130
+    finally:
+        shutdown()
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 if __name__ == "__main__":  # pragma: no cover

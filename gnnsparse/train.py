@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import ops, paper, regimes
-from ._failpoints import failpoint
+from . import distributed, ops, paper, regimes
+from ._failpoints import failpoint, perturb_point
 from .flops import StepFlops, measure_flops
 from .graph import Adjacency
 from .models import build_model
@@ -256,10 +256,15 @@ class LinkTask(_Task):
             yield batch
             del batch
 
-    def loss(self, model, batch) -> torch.Tensor:
+    def loss(self, model, batch, total: int | None = None) -> torch.Tensor:
+        """Mean BCE of the batch's pairs; with ``total``: their summed BCE divided by ``total`` (a
+        data-parallel rank's part of a global batch of ``total`` pairs, see
+        :func:`gnnsparse.distributed.shard_batch`; 0.0 for an empty part)."""
         pairs, labels = batch
         logits = model(self.features, self.adj, pairs, self.seen)
-        return F.binary_cross_entropy_with_logits(logits, labels)
+        if total is None:
+            return F.binary_cross_entropy_with_logits(logits, labels)
+        return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype), reduction="sum") / total
 
     def chunked_step_flops(self, model, batch, chunk: int) -> int:
         """Executed FLOPs of ``loss_backward_chunked(model, batch, chunk)`` without decoding the whole
@@ -283,7 +288,7 @@ class LinkTask(_Task):
             flops += run([n_full * chunk]) - enc
         return flops
 
-    def loss_backward_chunked(self, model, batch, chunk: int, starts=None) -> torch.Tensor:
+    def loss_backward_chunked(self, model, batch, chunk: int, starts=None, total: int | None = None) -> torch.Tensor:
         """Back-propagate the batch's loss decoded ``chunk`` pairs at a time (``loss_chunk``).
 
         Accumulates into the parameters' ``.grad`` exactly what ``loss(model, batch).backward()``
@@ -292,16 +297,17 @@ class LinkTask(_Task):
         the embedding ``z`` and only ``[chunk, hidden]`` intermediates are alive at a time. When
         the loss is not finite, the encoder's backward is skipped (the caller raises). Each chunk
         decodes from its own rows ``z[unique(chunk nodes)]`` and adds their gradient into one
-        ``[N, hidden]`` buffer with ``index_add_``.
+        ``[N, hidden]`` buffer with ``index_add_``. ``total`` (default: the batch's pairs) divides the
+        summed BCE (a data-parallel rank's part of a global batch, see :meth:`loss`).
         """
         pairs, labels = batch
-        total = pairs.shape[1]
+        total = pairs.shape[1] if total is None else total
         z = model.encoder(self.features, self.adj, self.seen)
         zd = z.detach()
         del batch
         loss = torch.zeros((), dtype=torch.float64)
         gz = torch.zeros_like(z) if z.requires_grad else None
-        for i in (range(0, total, chunk) if starts is None else starts):  # starts: FLOP measurement only
+        for i in (range(0, pairs.shape[1], chunk) if starts is None else starts):  # starts: FLOP measurement only
             p = pairs[:, i:i + chunk]
             if gz is not None:
                 # decode from the chunk's own rows of z, then scatter their gradient into gz: no
@@ -390,10 +396,14 @@ class NodeTask(_Task):
         for i in range(start * self.batch_size, perm.numel(), self.batch_size):
             yield (perm[i:i + self.batch_size],)
 
-    def loss(self, model, batch) -> torch.Tensor:
+    def loss(self, model, batch, total: int | None = None) -> torch.Tensor:
+        """Mean cross-entropy of the batch's nodes; with ``total``: summed, divided by ``total`` (see
+        :meth:`LinkTask.loss`)."""
         (idx,) = batch
         logits = model(self.features, self.adj)
-        return F.cross_entropy(logits[idx], self.data.y[idx])
+        if total is None:
+            return F.cross_entropy(logits[idx], self.data.y[idx])
+        return F.cross_entropy(logits[idx], self.data.y[idx], reduction="sum") / total
 
     @torch.no_grad()
     def evaluate(self, model, split: str) -> dict:
@@ -484,6 +494,7 @@ class _RunState:
     best_epoch: int = -1
     best_metrics: dict | None = None
     curve: list = field(default_factory=list)
+    mask_checks: int = 0  # cross-rank mask checks after mask updates (data-parallel runs)
 
 
 class _RunCheckpoint:
@@ -532,16 +543,26 @@ class _RunCheckpoint:
 
     def save(self, phase: str, epoch: int, batch: int, model, optimizer, state: "_RunState",
              epoch_gen_state: torch.Tensor, gen: torch.Generator, loss: float | None) -> None:
-        """Checkpoint the run at ``(phase, epoch, next batch)`` (outside timed sections)."""
+        """Checkpoint the run at ``(phase, epoch, next batch)`` (outside timed sections).
+
+        Data-parallel: called on every rank at the same step (collectives inside); the saved FLOPs
+        are summed over ranks and the seconds maxed, so the state does not depend on the world size;
+        only rank 0's checkpointer writes the file (the others' are ``writer=False``)."""
+        flops = state.flops.state_dict()
+        seconds, eval_seconds = _global_seconds(state)
+        if distributed.enabled():
+            phases = sorted(flops["by_phase"])
+            summed = distributed.reduce_numbers([int(flops["by_phase"][p]) for p in phases], "sum")
+            flops["by_phase"] = {p: int(v) for p, v in zip(phases, summed)}
         self.cp.save_run(self.key, self.config, {
             "phase": phase, "epoch": epoch, "batch": batch, "loss": loss, "backend": self.backend,
             "model": model.state_dict(), "executors": _executor_state(model),
             "optimizer": optimizer.state_dict(), "regime": self.get_regime(),
             "rng": {"epoch_start": epoch_gen_state, "batch": gen.get_state(), "torch": torch.get_rng_state()},
-            "flops": state.flops.state_dict(),
-            "run": {"step": state.step, "seconds": dict(state.seconds), "eval_seconds": state.eval_seconds,
+            "flops": flops, "world_size": distributed.world_size(),
+            "run": {"step": state.step, "seconds": seconds, "eval_seconds": eval_seconds,
                     "best_val": state.best_val, "best_state": state.best_state, "best_epoch": state.best_epoch,
-                    "best_metrics": state.best_metrics, "curve": state.curve},
+                    "best_metrics": state.best_metrics, "curve": state.curve, "mask_checks": state.mask_checks},
         })
 
     def restore(self, model, optimizer, state: "_RunState", gen: torch.Generator):
@@ -554,6 +575,8 @@ class _RunCheckpoint:
             optimizer.load_state_dict(s["optimizer"])
             self.set_regime(s["regime"])
             state.flops.load_state_dict(s["flops"])
+            if not distributed.is_main():  # the saved totals are global: counted once, on rank 0
+                state.flops.by_phase = type(state.flops.by_phase)(int, {p: 0 for p in state.flops.by_phase})
         except (KeyError, RuntimeError, ValueError) as e:  # a checkpoint of another model or gnnsparse version
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             if isinstance(e, KeyError):
@@ -565,6 +588,7 @@ class _RunCheckpoint:
         state.step, state.seconds, state.eval_seconds = int(r["step"]), dict(r["seconds"]), float(r["eval_seconds"])
         state.best_val, state.best_state, state.best_epoch = r["best_val"], r["best_state"], int(r["best_epoch"])
         state.best_metrics, state.curve = r["best_metrics"], list(r["curve"])
+        state.mask_checks = int(r.get("mask_checks", 0))
         torch.set_rng_state(s["rng"]["torch"])
         gen.set_state(s["rng"]["epoch_start"])
         return int(s["epoch"]), int(s["batch"]), s["rng"]["batch"], s["loss"]
@@ -624,6 +648,7 @@ def _run_phase(model, task, optimizer, phase: _Phase, state: _RunState, gen: tor
             progress.update(start_epoch)
     loss = None
     state.seconds.setdefault(phase.name, 0.0)
+    dp = distributed.enabled()  # data-parallel: this rank trains on its part of each global batch
     for epoch in range(start_epoch, phase.epochs):
         epoch_gen_state = gen.get_state()  # what a resume mid-epoch redraws the permutation from
         first, cur = (start_batch, resume_gen) if resume_gen is not None else (0, None)
@@ -635,11 +660,15 @@ def _run_phase(model, task, optimizer, phase: _Phase, state: _RunState, gen: tor
             kw = dict(start=first, gen_state=cur)
             batches = task.epoch_batches(gen, compact=True, **kw) if chunked else task.epoch_batches(gen, **kw)
         for i_batch, batch in enumerate(batches, start=first):
+            total = None
+            if dp:  # every rank drew the same global batch (same generator): keep this rank's part
+                batch, total = distributed.shard_batch(batch)
+            part = {} if total is None else {"total": total}
             key = (phase.name, task.batch_key(batch))
 
             def measure(batch=batch):
                 def fwd_bwd():
-                    task.loss(model, batch).backward()
+                    task.loss(model, batch, **part).backward()
                 f = (task.chunked_step_flops(model, batch, phase.loss_chunk) if chunked
                      else measure_flops(fwd_bwd))
                 optimizer.zero_grad(set_to_none=True)
@@ -651,11 +680,16 @@ def _run_phase(model, task, optimizer, phase: _Phase, state: _RunState, gen: tor
             if phase.before:
                 phase.before(state.step)
             optimizer.zero_grad(set_to_none=True)
-            loss = task.loss_backward_chunked(model, batch, phase.loss_chunk) if chunked else task.loss(model, batch)
+            loss = (task.loss_backward_chunked(model, batch, phase.loss_chunk, **part) if chunked
+                    else task.loss(model, batch, **part))
+            if dp:  # sum the ranks' gradients (and losses: the global batch's mean loss on every rank)
+                if not chunked:
+                    loss.backward()
+                loss = distributed.all_reduce_gradients(model.parameters(), loss.detach())
             if not torch.isfinite(loss):
                 raise ValueError(f"training diverged in phase '{phase.name}' at step {state.step}: loss is "
                                  f"{loss.item()} (lower the learning rate)")
-            if not chunked:
+            if not chunked and not dp:
                 loss.backward()
             optimizer.step()
             # drop the step's graph before the mask update: a layer whose nnz changes (global
@@ -677,7 +711,7 @@ def _run_phase(model, task, optimizer, phase: _Phase, state: _RunState, gen: tor
         if phase.on_epoch:
             phase.on_epoch(epoch)
         t0 = time.perf_counter()
-        val = task.evaluate(model, "val")
+        val = distributed.broadcast_object(task.evaluate(model, "val"))  # rank 0's: one selection everywhere
         state.eval_seconds += time.perf_counter() - t0
         failpoint("evaluate")
         loss_value = float(loss.item()) if loss is not None else last_loss
@@ -695,11 +729,55 @@ def _run_phase(model, task, optimizer, phase: _Phase, state: _RunState, gen: tor
         loss, last_loss = None, loss_value
 
 
+def _global_seconds(state: _RunState) -> tuple[dict, float]:
+    """The run's seconds per phase and evaluation seconds, maxed over ranks (data-parallel: the
+    slowest rank's time is the step's time); this rank's own without a process group."""
+    phases = sorted(state.seconds)
+    vals = distributed.reduce_numbers([float(state.seconds[p]) for p in phases] + [float(state.eval_seconds)],
+                                      "max")
+    return dict(zip(phases, vals[:-1])), vals[-1]
+
+
+def _check_masks(model, state: _RunState, what: str, masks: dict | None = None, count: bool = True) -> None:
+    """Data-parallel runs: verify that all ranks hold the same sparse structures (and pruning masks)
+    after ``what`` (:func:`gnnsparse.distributed.check_masks`); counted in ``state.mask_checks``."""
+    if not distributed.enabled():
+        return
+    if perturb_point("mask-check"):  # tests: make this rank's mask differ from the others'
+        layers = sparse_layers(model)
+        if layers:
+            layer = next(iter(layers.values()))
+            m = layer.mask()
+            m[0, 0] = ~m[0, 0]
+            layer.set_mask(m)
+        elif masks:
+            m = next(iter(masks.values()))
+            m.view(-1)[0] = ~m.view(-1)[0]
+    distributed.check_masks(model, what, masks)
+    if count:
+        state.mask_checks += 1
+
+
 def _finish(regime, model, task, state: _RunState, cfg: TrainConfig, sparsity, kept, extra=None) -> dict:
+    import os
+
+    dump = bool(os.environ.get(distributed.RANK_DUMP_ENV))
+    last = copy.deepcopy(model.state_dict()) if dump else None
     model.load_state_dict(state.best_state)
     t0 = time.perf_counter()
-    test = task.evaluate(model, "test")
+    test = distributed.broadcast_object(task.evaluate(model, "test"))
     state.eval_seconds += time.perf_counter() - t0
+    seconds, eval_seconds = _global_seconds(state)
+    flops_by_phase = dict(state.flops.by_phase)
+    dist_info = None
+    if distributed.enabled():
+        phases = sorted(flops_by_phase)
+        flops_by_phase = dict(zip(phases, distributed.reduce_numbers(
+            [int(flops_by_phase[p]) for p in phases], "sum")))
+        flops_by_rank = distributed.gather_numbers([state.flops.total])
+        seconds_by_rank = distributed.gather_numbers([float(sum(state.seconds.values()))])
+        dist_info = {"mask_checks": state.mask_checks, "flops_by_rank": [int(f) for (f,) in flops_by_rank],
+                     "train_seconds_by_rank": [float(s) for (s,) in seconds_by_rank]}
     rep = sparsity_report(model, kept)
     row = {
         "regime": regime,
@@ -710,18 +788,26 @@ def _finish(regime, model, task, state: _RunState, cfg: TrainConfig, sparsity, k
         "metrics": {"val": state.best_metrics, "test": test},
         "primary_metric": task.primary,
         "best_epoch": state.best_epoch,
-        "train_flops": state.flops.total,
-        "flops_by_phase": dict(state.flops.by_phase),
-        "train_seconds": sum(state.seconds.values()),
-        "seconds_by_phase": dict(state.seconds),
-        "eval_seconds": state.eval_seconds,
+        "train_flops": sum(flops_by_phase.values()),
+        "flops_by_phase": flops_by_phase,
+        "train_seconds": sum(seconds.values()),
+        "seconds_by_phase": seconds,
+        "eval_seconds": eval_seconds,
         "steps": state.step,
+        "world_size": distributed.world_size(),
         "seed": cfg.seed,
         "config": asdict(cfg),
         "curve": state.curve,
     }
+    if dist_info is not None:
+        row["distributed"] = dist_info
     if extra:
         row.update(extra)
+    if dump:
+        from .checkpoint import run_key
+
+        distributed.dump_rank_state(run_key(regime, sparsity, cfg.seed), {
+            "last": last, "selected": model.state_dict(), "mask_checks": state.mask_checks, "row": row})
     return row
 
 
@@ -756,6 +842,7 @@ def run_dense(task, cfg: TrainConfig, progress=None, checkpoint=None) -> dict:
         return ck.finished_row(progress)
     gen = _seeded(cfg)
     model = task.build_model(cfg)
+    distributed.broadcast_parameters(model)  # same seed, same init; rank 0's makes sure
     opt = _adam(model, cfg)
     state = _RunState()
     _run_phase(model, task, opt, _Phase("dense", cfg.epochs, True, **_phase_kw(cfg)), state, gen, progress, ck)
@@ -799,6 +886,7 @@ def run_train_and_prune(task, cfg: TrainConfig, sparsity: float, progress=None, 
         return ck.finished_row(progress)
     gen = _seeded(cfg)
     model = task.build_model(cfg)
+    distributed.broadcast_parameters(model)
     targets, kept = _targets(model, cfg, sparsity)
     spe = _steps_per_epoch(task, cfg)
     total = cfg.epochs * spe
@@ -820,26 +908,32 @@ def run_train_and_prune(task, cfg: TrainConfig, sparsity: float, progress=None, 
                 progress.update(cfg.epochs)
 
     def after(step):
-        pruner.step(step)
+        if pruner.step(step):  # the threshold came from weights identical on every rank: check it
+            _check_masks(model, state, f"pruning update {pruner.updates} (step {step})", pruner._masks)
         return 0
 
     ft = cfg.finetune
     if not in_finetune:
         _run_phase(model, task, opt, _Phase("dense-prune", cfg.epochs, ft == 0, after=after, **_phase_kw(cfg)),
                    state, gen, progress, ck)
+    updates = pruner.updates
     masks = pruner.masks(finalize=True)
+    if pruner.updates != updates:
+        _check_masks(model, state, f"pruning update {pruner.updates} (final masks)", pruner._masks)
     sparsify(model, targets, masks=masks, **_sparse_kw(cfg, ck))
+    _check_masks(model, state, "sparsify (the final pruning masks)", count=False)
     if not in_finetune:  # a resumed fine-tuning restores the decisions instead of measuring again
         _choose_executors(model)
     if ft == 0:  # no fine-tuning: select the final pruned model
         state.best_state = copy.deepcopy(model.state_dict())
-        state.best_metrics = task.evaluate(model, "val")
+        state.best_metrics = distributed.broadcast_object(task.evaluate(model, "val"))
         state.best_epoch = len(state.curve) - 1
     else:
         state.best_state, state.best_val = None, -math.inf
         opt = _adam(model, cfg)
         _run_phase(model, task, opt, _Phase("finetune", ft, True, **_phase_kw(cfg)), state, gen, progress, ck)
-    row = _finish("train-and-prune", model, task, state, cfg, sparsity, kept, {"layer_targets": targets})
+    row = _finish("train-and-prune", model, task, state, cfg, sparsity, kept,
+                  {"layer_targets": targets, "prune_updates": pruner.updates})
     return ck.finish(row, model) if ck is not None else row
 
 
@@ -855,17 +949,29 @@ def run_sparse_training(task, cfg: TrainConfig, sparsity: float, progress=None, 
     targets, kept = _targets(model, cfg, sparsity)
     mask_gen = torch.Generator().manual_seed(cfg.seed + 1)
     sparsify(model, targets, init="random", generator=mask_gen, **_sparse_kw(cfg, ck))
+    state = _RunState()
+    _check_masks(model, state, "the initial random masks", count=False)
+    distributed.broadcast_parameters(model)
     if ck is None or ck.resume_phase is None:  # a resumed run restores the decisions instead
         _choose_executors(model)
     opt = _adam(model, cfg)
     total = cfg.epochs * _steps_per_epoch(task, cfg)
+    # data-parallel: RigL's dense gradients are summed over ranks before the grow scores
+    reduce = distributed.all_reduce_tensors if distributed.enabled() else None
     dst = regimes.DynamicSparseTraining(model, opt, cfg.update_interval, int(cfg.update_end * total),
-                                        cfg.drop_fraction, cfg.grow, generator=mask_gen, scope=cfg.pruning)
+                                        cfg.drop_fraction, cfg.grow, generator=mask_gen, scope=cfg.pruning,
+                                        all_reduce=reduce)
     if ck is not None:
         ck.get_regime, ck.set_regime = dst.state_dict, dst.load_state_dict
-    state = _RunState()
+
+    def after(step):
+        flops = dst.after_step(step)
+        if dst.is_update_step(step):
+            _check_masks(model, state, f"mask update {dst.updates} (step {step})")
+        return flops
+
     _run_phase(model, task, opt, _Phase("sparse", cfg.epochs, True, before=dst.before_forward,
-                                        after=dst.after_step, **_phase_kw(cfg)), state, gen, progress, ck)
+                                        after=after, **_phase_kw(cfg)), state, gen, progress, ck)
     dst.close()
     row = _finish("sparse-training", model, task, state, cfg, sparsity, kept,
                   {"layer_targets": targets, "mask_updates": dst.updates})

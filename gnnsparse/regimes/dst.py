@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import math
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -138,6 +139,10 @@ class DynamicSparseTraining:
             ``"global"``: the ``round(α·Σnnz)`` smallest magnitudes over all layers are dropped and as
             many positions grown by the best scores over all layers, so the total nnz never changes but
             layers may trade connections (the sparse-training counterpart of global magnitude pruning).
+        all_reduce: data-parallel training: a function that sums a list of tensors over the ranks in
+            place (:func:`gnnsparse.distributed.all_reduce_tensors`); RigL's captured dense gradients
+            ``[out, in]`` of all layers go through it before the grow scores, so every rank scores
+            the global batch's gradient and makes the same choice. None: one process.
 
     Raises:
         ValueError: bad ``grow``, ``update_interval`` or ``drop_fraction``; no sparse layers.
@@ -145,7 +150,8 @@ class DynamicSparseTraining:
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, update_interval: int, end_step: int,
                  drop_fraction: float = 0.3, grow: str = "rigl", generator: torch.Generator | None = None,
-                 scope: str = "layer"):
+                 scope: str = "layer",
+                 all_reduce: Callable[[Sequence[torch.Tensor]], None] | None = None):
         if scope not in SCOPES:
             raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
         if grow not in GROW_MODES:
@@ -162,6 +168,7 @@ class DynamicSparseTraining:
         self.alpha, self.grow = float(drop_fraction), grow
         self.generator = generator
         self.scope = scope
+        self.all_reduce = all_reduce
         self._captures: dict[str, _GradCapture] = {}
         self.updates = 0
         self.history: list[dict] = []
@@ -192,6 +199,8 @@ class DynamicSparseTraining:
                 flops += f
                 cap.close()
         self._captures = {}
+        if grads and self.all_reduce is not None:  # every rank scores the summed (global) gradient
+            self.all_reduce([grads[n] for n in self.layers])
         # Drop and grow work on units: single weights (CSR layers) or whole b x b blocks (BSR
         # layers, blocksize b): block magnitude = Frobenius norm of the block's values, RigL's grow
         # score = Frobenius norm of the block's dense gradient, SET draws blocks uniformly.

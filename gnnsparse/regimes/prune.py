@@ -83,6 +83,7 @@ class MagnitudePruner:
         self.start, self.end, self.interval = int(start), int(max(end, start)), max(1, int(interval))
         self._masks = {n: torch.ones_like(m.weight, dtype=torch.bool) for n, m in self.layers.items()}
         self.current_fraction = 0.0  # fraction of the way to the final targets (0..1)
+        self.updates = 0  # calls of prune_to (mask updates)
 
     def _scaled_targets(self, fraction: float) -> dict[str, float]:
         return {n: s * fraction for n, s in self.targets.items()}
@@ -116,6 +117,7 @@ class MagnitudePruner:
             if i == 0:
                 failpoint("prune")  # tests: killed with one mask updated, the weights not yet masked
         self.current_fraction = fraction
+        self.updates += 1
         self.apply()
 
     @torch.no_grad()
@@ -152,9 +154,9 @@ class MagnitudePruner:
         return {n: m.clone() for n, m in self._masks.items()}
 
     def state_dict(self) -> dict:
-        """Masks (bool ``[out, in]`` per layer) and schedule position, for a checkpoint."""
+        """Masks (bool ``[out, in]`` per layer), schedule position and update count, for a checkpoint."""
         return {"masks": {n: m.clone() for n, m in self._masks.items()},
-                "current_fraction": float(self.current_fraction)}
+                "current_fraction": float(self.current_fraction), "updates": self.updates}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore what :meth:`state_dict` returned.
@@ -171,6 +173,7 @@ class MagnitudePruner:
                                  f"{tuple(self._masks[n].shape)}")
         self._masks = {n: masks[n].clone() for n in self._masks}
         self.current_fraction = float(state["current_fraction"])
+        self.updates = int(state.get("updates", 0))
 
     def sparsity(self) -> float:
         """Current structural sparsity over the pruned layers."""
