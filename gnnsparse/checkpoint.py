@@ -16,6 +16,9 @@ A :class:`Checkpointer` owns one folder. Its file ``checkpoint.pt`` holds
   validation value, the selected state, the curve), the resolved sparse-op backend, each sparse
   layer's executor decision, and the position ``(phase, epoch, next batch)``.
 
+While a :class:`Checkpointer` is open its process holds the folder's ``.lock`` (``flock``): a second
+job on the same folder is refused instead of interleaving its checkpoints with the first one's.
+
 Each finished run's final (selected) model state goes to ``final-<regime>-<sparsity>-seed<seed>.pt``
 beside it.
 
@@ -30,22 +33,26 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import hashlib
 import json
 import math
 import os
 import tempfile
+import weakref
 
 import torch
 
 from ._failpoints import failpoint
 
-__all__ = ["FORMAT_VERSION", "CHECKPOINT_NAME", "Checkpointer", "atomic_save", "load_file", "run_key",
-           "describe_difference"]
+__all__ = ["FORMAT_VERSION", "CHECKPOINT_NAME", "LOCK_NAME", "Checkpointer", "atomic_save", "load_file",
+           "run_key", "describe_difference", "data_fingerprint"]
 
 #: Version of the checkpoint payload layout; other versions are refused with a clear error.
 FORMAT_VERSION = 1
 #: File name of the job's checkpoint inside the checkpoint folder.
 CHECKPOINT_NAME = "checkpoint.pt"
+#: File in the checkpoint folder that a running job holds locked (``flock``): one job per folder.
+LOCK_NAME = ".lock"
 _MAGIC = "gnnsparse-checkpoint"
 _TMP_PREFIX = ".tmp-"
 
@@ -139,7 +146,99 @@ def load_file(path: str) -> dict:
     if obj.get("version") != FORMAT_VERSION:
         raise ValueError(f"checkpoint {path} has format version {obj.get('version')!r}; this gnnsparse "
                          f"reads version {FORMAT_VERSION}")
+    if "meta" in obj or "finished" in obj or "current" in obj:  # a job checkpoint (final-*.pt hold "model")
+        _check_job_payload(path, obj)
     return obj
+
+
+def _check_job_payload(path: str, obj: dict) -> None:
+    """Refuse a job checkpoint whose top-level structure is not what :class:`Checkpointer` writes
+    (a damaged or hand-edited file): ``meta`` a dict, ``finished`` a dict of run key to JSON object,
+    ``current`` None or a dict with a string ``key`` and a dict ``config``."""
+    def bad(what: str):
+        return ValueError(f"checkpoint {path} is damaged: {what}; delete it to start over")
+
+    if not isinstance(obj.get("meta"), dict):
+        raise bad("field meta is missing or not a dict")
+    finished = obj.get("finished")
+    if not isinstance(finished, dict):
+        raise bad("field finished is missing or not a dict")
+    for key, row in finished.items():
+        try:
+            ok = isinstance(key, str) and isinstance(json.loads(row), dict)
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise bad(f"the result row of finished run {key!r} is not a JSON object")
+    cur = obj.get("current", None)
+    if cur is not None and not (isinstance(cur, dict) and isinstance(cur.get("key"), str)
+                                and isinstance(cur.get("config"), dict)):
+        raise bad("field current (the run in progress) is not a dict with a string key and a dict config")
+
+
+def data_fingerprint(data) -> str:
+    """sha256 of a loaded dataset's content: every tensor and numpy array attribute of ``data`` (name,
+    dtype, shape and bytes, in name order). Two files that differ in any edge, time, label or feature
+    give different fingerprints, even with the same name, size and counts."""
+    import numpy as np
+
+    h = hashlib.sha256()
+    for name in sorted(vars(data)):
+        value = vars(data)[name]
+        if isinstance(value, torch.Tensor):
+            arr = value.detach().cpu().contiguous().numpy()
+        elif isinstance(value, np.ndarray):
+            arr = np.ascontiguousarray(value)
+        else:
+            continue
+        h.update(f"{name}:{arr.dtype.str}:{arr.shape};".encode())
+        h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+#: realpath of a locked checkpoint folder -> [fd of its lock file, Checkpointers of this process on it]
+_LOCKS: dict[str, list] = {}
+
+
+def _lock_folder(directory: str) -> str:
+    """Lock ``directory``'s :data:`LOCK_NAME` (``flock``, exclusive, non-blocking) for this process;
+    Checkpointers of the same process share the lock. Returns the lock's registry key.
+
+    Raises:
+        ValueError: another process holds the folder (a job is running on it).
+    """
+    import fcntl
+
+    key = os.path.realpath(directory)
+    if key in _LOCKS:
+        _LOCKS[key][1] += 1
+        return key
+    try:
+        fd = os.open(os.path.join(directory, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as e:
+        raise OSError(f"cannot use checkpoint folder {directory}: {e.strerror or e}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ValueError(f"checkpoint folder {directory} is in use by another running gnnsparse job (one job "
+                         f"per folder); wait for it to end or choose another --checkpoint-dir") from None
+    except OSError:  # a file system without locks (some network mounts): run unlocked
+        pass
+    _LOCKS[key] = [fd, 1]
+    return key
+
+
+def _unlock_folder(key: str) -> None:
+    """Drop one Checkpointer's share of the lock taken by :func:`_lock_folder`; the last one closes it."""
+    entry = _LOCKS.get(key)
+    if entry is None:
+        return
+    entry[1] -= 1
+    if entry[1] <= 0:
+        del _LOCKS[key]
+        with contextlib.suppress(OSError):
+            os.close(entry[0])  # closing releases the flock
 
 
 def run_key(regime: str, sparsity: float, seed: int) -> str:
@@ -198,9 +297,10 @@ class Checkpointer:
             checkpoint whose ``meta`` differs is refused, naming the first differing field.
 
     Raises:
-        ValueError: ``every`` < 1; ``directory`` is a file; a checkpoint exists and ``resume`` is
-            False; the checkpoint is unreadable (names the file) or was written for another job
-            (names the field).
+        ValueError: ``every`` < 1; ``directory`` is a file; another process holds ``directory``
+            (a running job locks its folder until its Checkpointer is closed or the process ends);
+            a checkpoint exists and ``resume`` is False; the checkpoint is unreadable or damaged
+            (names the file) or was written for another job (names the field).
     """
 
     def __init__(self, directory: str, *, every: int | None = None, resume: bool = False,
@@ -216,20 +316,36 @@ class Checkpointer:
         self.finished_rows: dict[str, dict] = {}
         self.current: dict | None = None
         self.resumed = False
-        if os.path.exists(self.path):
-            if not resume:
-                raise ValueError(f"{directory} already holds a checkpoint ({CHECKPOINT_NAME}); resume it "
-                                 f"(--resume) or choose another folder")
-            saved = load_file(self.path)
-            diff = describe_difference(saved.get("meta", {}), self.meta)
-            if diff is not None:
-                raise ValueError(f"checkpoint {self.path} was written for a different job: {diff}")
-            self.finished_rows = {k: json.loads(v) for k, v in saved.get("finished", {}).items()}
-            self.current = saved.get("current")
-            self.resumed = True
-        os.makedirs(directory, exist_ok=True)
-        for tmp in glob.glob(os.path.join(glob.escape(directory), _TMP_PREFIX + "*.pt")):
-            os.unlink(tmp)  # left by a crash during a write: never a complete checkpoint
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except OSError as e:
+            raise OSError(f"cannot create checkpoint folder {directory}: {e.strerror or e}") from None
+        # before reading the checkpoint or removing temporary files: a second job on the folder would
+        # delete the first one's temporary file mid-write and interleave its checkpoints with its own
+        lock = _lock_folder(directory)
+        self._unlock = weakref.finalize(self, _unlock_folder, lock)
+        try:
+            if os.path.exists(self.path):
+                if not resume:
+                    raise ValueError(f"{directory} already holds a checkpoint ({CHECKPOINT_NAME}); resume it "
+                                     f"(--resume) or choose another folder")
+                saved = load_file(self.path)
+                diff = describe_difference(saved.get("meta", {}), self.meta)
+                if diff is not None:
+                    raise ValueError(f"checkpoint {self.path} was written for a different job: {diff}")
+                self.finished_rows = {k: json.loads(v) for k, v in saved.get("finished", {}).items()}
+                self.current = saved.get("current")
+                self.resumed = True
+            for tmp in glob.glob(os.path.join(glob.escape(directory), _TMP_PREFIX + "*.pt")):
+                os.unlink(tmp)  # left by a crash during a write: never a complete checkpoint
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Release this Checkpointer's share of the folder's lock (also done when it is garbage
+        collected or the process ends); it must not save after this."""
+        self._unlock()
 
     # ------------------------------------------------------------------------------ queries
     def finished(self, key: str) -> dict | None:

@@ -313,9 +313,14 @@ def _compare(args) -> int:
 
                     shared = dataclasses.asdict(cfg)
                     del shared["seed"]  # per run (the runs' own checks include it)
+                    from .checkpoint import data_fingerprint
+
+                    # the data's content (a file edited in place keeps its name, size and counts) and
+                    # the thread count (torch's dense kernels are bit-reproducible only at the same one)
                     checkpoint = Checkpointer(args.checkpoint_dir, every=args.checkpoint_every, resume=args.resume,
                                               meta={"dataset": data.name, "task": task.kind,
-                                                    "describe": data.describe(), "seeds": seeds,
+                                                    "describe": data.describe(), "data_sha256": data_fingerprint(data),
+                                                    "threads": torch.get_num_threads(), "seeds": seeds,
                                                     "sparsities": sparsities, "config": shared})
                     if checkpoint.resumed:
                         print(f"resuming from {checkpoint.path} ({len(checkpoint.finished_rows)} runs finished)")
@@ -331,6 +336,8 @@ def _compare(args) -> int:
     finally:
         if bar is not None:
             bar.close()  # so an error message starts on its own line
+        if checkpoint is not None:
+            checkpoint.close()  # the folder's lock: another job may use it now
     grow = "RigL" if cfg.grow == "rigl" else "SET"
     print(f"\n{data.name}: {task.kind} prediction, model={cfg.model}, seeds={','.join(map(str, seeds))}, "
           f"E={cfg.epochs}, fine-tune={cfg.finetune}, distribution={cfg.distribution}, pruning={cfg.pruning} "
