@@ -322,6 +322,13 @@ def _labels_missing(tmp):
     assert not bool(masked[d.y < 0].any())  # unlabelled nodes are in no split
 
 
+def _labels_crlf(tmp):
+    plain = read_snap_labels(_write(tmp, "plain.txt", "0 1\n1 2\n2 0\n"))
+    crlf = read_snap_labels(_write(tmp, "crlf.txt", "0 1\r\n1 2 \t\r\n2 0  \r\n"))
+    assert all(np.array_equal(a, b) for a, b in zip(plain, crlf)) and len(plain) == len(crlf) == 2
+    assert plain[0].tolist() == [0, 1, 2] and plain[1].tolist() == [1, 2, 0]
+
+
 def _labels_extra(tmp):
     e = _edges(tmp)
     d = NodeData(e, np.arange(30), np.arange(30) % 3)  # ids 21..29 are in no edge
@@ -729,6 +736,9 @@ def _rows() -> list[Row]:
          r"{tmp}/under\.txt: line 21: not an integer: '1_0' \('_' separators are not allowed\)"),
         ("nul-byte", "nul.txt", GOOD + "1 2\x00 5\n", r"{tmp}/nul\.txt: line 21: NUL byte; not a UTF-8/ASCII text edge file"),
         ("utf16", "utf16.txt", "1 2 3\n".encode("utf-16"), r"{tmp}/utf16\.txt: line 1: "),
+        ("utf8-bom", "bom.txt", b"\xef\xbb\xbf" + GOOD.encode(),
+         r"{tmp}/bom\.txt: line 1: not an integer: .* \(the file starts with a UTF-8 byte-order mark, BOM: save "
+         r"it as plain UTF-8/ASCII\)"),
     ]
     for label, name, content, match in data:
         rows.append(R(f"data-{label}", "data", "gnnsparse.data.load_dataset(path)", f"{name}: {_describe(content)}",
@@ -749,6 +759,12 @@ def _rows() -> list[Row]:
         R("data-missing-file", "data", "gnnsparse.data.load_dataset(path)", "a file that does not exist",
           lambda tmp: load_dataset(str(tmp / "nope.txt")), DataError, r"file not found: {tmp}/nope\.txt"),
         # labels
+        R("labels-utf8-bom", "data", "gnnsparse.data.read_snap_labels", "file starting with a UTF-8 BOM",
+          lambda tmp: read_snap_labels(_write(tmp, "lab.txt", b"\xef\xbb\xbf0 1\n1 2\n")), DataError,
+          r"{tmp}/lab\.txt: line 1: not an integer: .* \(the file starts with a UTF-8 byte-order mark"),
+        R("labels-crlf-trailing-space", "data", "gnnsparse.data.read_snap_labels",
+          "CRLF line ends, trailing spaces and tabs", _labels_crlf, None, "",
+          "accepted: any whitespace separates columns, so CRLF files and trailing blanks read as the same labels"),
         R("labels-non-integer", "data", "gnnsparse.data.read_snap_labels", "label 'x' on line 2",
           lambda tmp: read_snap_labels(_write(tmp, "lab.txt", "0 1\n1 x\n")), DataError,
           r"{tmp}/lab\.txt: line 2: not an integer: 'x'"),
