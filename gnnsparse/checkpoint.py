@@ -76,9 +76,14 @@ class _PartialWriteFailpoint:
 
     def __init__(self, f):
         self.f, self.written, self.fired = f, 0, False
+        self.error: OSError | None = None  # torch.save replaces a failed write's OSError by a RuntimeError
 
     def write(self, data) -> int:
-        n = self.f.write(data)
+        try:
+            n = self.f.write(data)
+        except OSError as e:
+            self.error = e
+            raise
         self.written += n
         if not self.fired and self.written > 0:
             self.fired = True
@@ -99,7 +104,8 @@ def atomic_save(path: str, payload: dict) -> None:
     ``path``. Failpoint ``checkpoint-write`` fires once the temporary file is partly written.
 
     Raises:
-        OSError: the folder cannot be created or written (the message names ``path``).
+        OSError: the folder cannot be created or written, or a write fails (disk full, quota: the
+            message names ``path`` and the reason; the previous file is kept).
     """
     d = os.path.dirname(os.path.abspath(path))
     try:
@@ -107,15 +113,25 @@ def atomic_save(path: str, payload: dict) -> None:
         fd, tmp = tempfile.mkstemp(dir=d, prefix=_TMP_PREFIX, suffix=".pt")
     except OSError as e:
         raise OSError(f"cannot write checkpoint {path}: {e.strerror or e}") from None
+    writer = None
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, _PartialWriteFailpoint(f))
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
-        os.replace(tmp, path)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                writer = _PartialWriteFailpoint(f)
+                torch.save(payload, writer)
+                f.flush()
+                os.fsync(f.fileno())
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
+            os.replace(tmp, path)
+        except RuntimeError:
+            if writer is None or writer.error is None:
+                raise
+            e = writer.error  # a full disk or quota: torch.save reports it as "unexpected pos"
+            raise OSError(e.errno, f"cannot write checkpoint {path}: {e.strerror or e}") from None
+        except OSError as e:
+            raise OSError(e.errno, f"cannot write checkpoint {path}: {e.strerror or e}") from None
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -655,3 +655,66 @@ def test_resume_with_other_threads_or_edited_data_is_refused(tmp_path, capsys):
     assert code == 2 and "different job: data_sha256" in err, err
     data.write_text(text)
     assert main(argv + ["--resume"]) == 0, capsys.readouterr().err  # the same data again: resumes
+
+
+class _FullDisk:
+    """A file whose writes fail with ENOSPC once ``room`` bytes are written (a full disk or quota)."""
+
+    def __init__(self, f, room):
+        self.f, self.room = f, room
+
+    def write(self, data):
+        import errno
+
+        if self.room < len(data):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.room -= len(data)
+        return self.f.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
+
+
+def test_full_disk_during_a_checkpoint_write_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    """torch.save turns a failed write into "RuntimeError: [enforce fail ...] unexpected pos": the
+    command must say which file could not be written and why, keep the previous checkpoint and leave
+    no temporary file; the JSON writer names its file too."""
+    d = tmp_path / "ck"
+    real_fdopen = os.fdopen
+    full = {"on": False}
+
+    def fdopen(fd, *a, **k):
+        f = real_fdopen(fd, *a, **k)
+        target = os.readlink(f"/proc/self/fd/{fd}")
+        return _FullDisk(f, 2000) if full["on"] and target.startswith(str(d)) else f
+
+    monkeypatch.setattr(ck.os, "fdopen", fdopen)
+    ck.atomic_save(str(d / "x.pt"), {"a": torch.arange(4)})
+    full["on"] = True
+    with pytest.raises(OSError) as info:
+        ck.atomic_save(str(d / "x.pt"), {"a": torch.zeros(100000)})
+    assert info.value.errno == 28 and f"cannot write checkpoint {d / 'x.pt'}: No space left" in str(info.value)
+    assert torch.equal(torch.load(str(d / "x.pt"), weights_only=True)["a"], torch.arange(4))  # previous file
+    assert sorted(p.name for p in d.iterdir()) == ["x.pt"]
+    code = main(ARGS + ["--checkpoint-dir", str(d)])
+    err = capsys.readouterr().err
+    assert code == 2 and f"cannot write checkpoint {d / ck.CHECKPOINT_NAME}: No space left on device" in err, err
+    assert "Traceback" not in err and not list(d.glob(".tmp-*"))
+
+
+def test_full_disk_during_the_json_write_names_the_file(tmp_path, monkeypatch):
+    import errno
+
+    def write(tmp):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    out = tmp_path / "r.json"
+    with pytest.raises(OSError, match=f"cannot write {out}: No space left on device"):
+        report._atomic_write(str(out), write, ".json")
+    assert list(tmp_path.iterdir()) == []
