@@ -155,6 +155,10 @@ def load_file(path: str) -> dict:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, bad pickle, disallowed global: all mean "not ours / broken"
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "weights only load failed" in str(e).lower() or "weights_only" in str(e).lower():
+            raise ValueError(f"checkpoint {path} holds Python objects other than tensors and plain data, "
+                             f"which could run code when loaded; it was not written by gnnsparse: refused "
+                             f"(torch.load weights_only)") from None
         raise ValueError(f"checkpoint {path} is corrupt or truncated and cannot be read ({msg}); delete it "
                          f"to start over") from None
     if not isinstance(obj, dict) or obj.get("format") != _MAGIC:

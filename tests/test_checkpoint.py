@@ -718,3 +718,23 @@ def test_full_disk_during_the_json_write_names_the_file(tmp_path, monkeypatch):
     with pytest.raises(OSError, match=f"cannot write {out}: No space left on device"):
         report._atomic_write(str(out), write, ".json")
     assert list(tmp_path.iterdir()) == []
+
+
+class _RunsCode:
+    """Unpickling it would call ``os.system``: weights_only must refuse it."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_checkpoint_with_code_is_refused_without_running_it(tmp_path):
+    marker = tmp_path / "ran"
+    path = tmp_path / ck.CHECKPOINT_NAME
+    torch.save({"format": "gnnsparse-checkpoint", "version": ck.FORMAT_VERSION, "meta": {}, "finished": {},
+                "current": _RunsCode(marker)}, str(path))
+    with pytest.raises(ValueError, match="holds Python objects other than tensors and plain data") as info:
+        ck.Checkpointer(str(tmp_path), resume=True)
+    assert str(path) in str(info.value) and not marker.exists()
