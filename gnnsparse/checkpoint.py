@@ -37,6 +37,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import tempfile
 import weakref
 
@@ -155,8 +156,10 @@ def load_file(path: str) -> dict:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, bad pickle, disallowed global: all mean "not ours / broken"
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if "weights only load failed" in str(e).lower() or "weights_only" in str(e).lower():
-            raise ValueError(f"checkpoint {path} holds Python objects other than tensors and plain data, "
+        global_ = re.search(r"(unsupported GLOBAL [\w.]+|Unsupported global: GLOBAL [\w.]+)", str(e))
+        if global_:  # a pickle naming a class or function (random bytes fail as "Unsupported operand")
+            raise ValueError(f"checkpoint {path} holds Python objects other than tensors and plain data "
+                             f"({global_.group(1)}), "
                              f"which could run code when loaded; it was not written by gnnsparse: refused "
                              f"(torch.load weights_only)") from None
         raise ValueError(f"checkpoint {path} is corrupt or truncated and cannot be read ({msg}); delete it "
