@@ -507,6 +507,15 @@ class _RunCheckpoint:
         self.saved = None if self.done is not None else checkpointer.load_run(self.key, self.config)
         self.get_regime: Callable[[], dict] = dict
         self.set_regime: Callable[[dict], None] = lambda state: None
+        from . import chooser
+
+        # GNNSPARSE_EXECUTOR / chooser.set_override win over measured and restored decisions of
+        # executor="auto" layers: one set otherwise at the resume would change the kernels silently
+        self.override = (chooser.get_override() or chooser._env_override()) if cfg.executor == "auto" else None
+        if self.saved is not None and self.saved.get("executor_override", self.override) != self.override:
+            raise ValueError(f"checkpoint {checkpointer.path}: run {self.key} ran with executor override "
+                             f"{self.saved.get('executor_override')!r}, now {self.override!r} (GNNSPARSE_EXECUTOR "
+                             f"or gnnsparse.chooser.set_override); resume with the same setting")
         self.backend = ops.resolve_backend(cfg.backend, "cpu")
         self.force_backend = None  # the checkpoint's backend, where "auto" would now pick another
         if self.saved is not None and self.saved.get("phase") not in _PHASES[regime]:
@@ -548,6 +557,7 @@ class _RunCheckpoint:
         """Checkpoint the run at ``(phase, epoch, next batch)`` (outside timed sections)."""
         self.cp.save_run(self.key, self.config, {
             "phase": phase, "epoch": epoch, "batch": batch, "loss": loss, "backend": self.backend,
+            "executor_override": self.override,
             "model": model.state_dict(), "executors": _executor_state(model),
             "optimizer": optimizer.state_dict(), "regime": self.get_regime(),
             "rng": {"epoch_start": epoch_gen_state, "batch": gen.get_state(), "torch": torch.get_rng_state()},

@@ -738,3 +738,28 @@ def test_checkpoint_with_code_is_refused_without_running_it(tmp_path):
     with pytest.raises(ValueError, match="holds Python objects other than tensors and plain data") as info:
         ck.Checkpointer(str(tmp_path), resume=True)
     assert str(path) in str(info.value) and not marker.exists()
+
+
+def test_resume_with_another_executor_override_is_refused(link_task, tmp_path, monkeypatch):
+    """GNNSPARSE_EXECUTOR (and chooser.set_override) win over restored "auto" decisions: set at the
+    resume only, it switched the kernels silently and the run ended with other metrics; it is refused."""
+    import dataclasses
+
+    from gnnsparse import chooser
+    from gnnsparse.train import run_sparse_training
+
+    monkeypatch.delenv("GNNSPARSE_EXECUTOR", raising=False)
+    monkeypatch.setenv("GNNSPARSE_CHOOSER_CACHE", str(tmp_path / "chooser.json"))
+    task, cfg = link_task
+    cfg = dataclasses.replace(cfg, executor="auto", pruning="layer", epochs=2)
+    run_sparse_training(task, cfg, 0.9, checkpoint=_Snapshotting(str(tmp_path / "a"), every=2, at=1,
+                                                                 snapshot=str(tmp_path / "b")))
+    b = str(tmp_path / "b")
+    monkeypatch.setenv("GNNSPARSE_EXECUTOR", "sparse")
+    with pytest.raises(ValueError, match="ran with executor override 'auto', now 'sparse'"):
+        run_sparse_training(task, cfg, 0.9, checkpoint=ck.Checkpointer(b, resume=True))
+    monkeypatch.delenv("GNNSPARSE_EXECUTOR")
+    with chooser.override("dense"), pytest.raises(ValueError, match="override 'auto', now 'dense'"):
+        run_sparse_training(task, cfg, 0.9, checkpoint=ck.Checkpointer(b, resume=True))
+    row = run_sparse_training(task, cfg, 0.9, checkpoint=ck.Checkpointer(b, resume=True))  # same setting
+    assert row["regime"] == "sparse-training"
