@@ -245,6 +245,24 @@ def _check_outputs_distinct(dataset, root, *outputs) -> None:
             raise ValueError(f"refusing to overwrite the input data file {p} with an output")
 
 
+def _check_outputs_not_checkpoint(directory: str, *outputs) -> None:
+    """Refuse a result file that would replace one of the checkpoint folder's own files (its
+    checkpoint, its lock, a run's final state): the job's next --resume would find it corrupt."""
+    import fnmatch
+    import os
+
+    from .checkpoint import CHECKPOINT_NAME, LOCK_NAME
+
+    folder = os.path.realpath(directory)
+    for p in outputs:
+        if p and os.path.dirname(os.path.realpath(p)) == folder:
+            name = os.path.basename(p)
+            if name in (CHECKPOINT_NAME, LOCK_NAME) or fnmatch.fnmatch(name, "final-*.pt") \
+                    or fnmatch.fnmatch(name, ".tmp-*.pt"):
+                raise ValueError(f"refusing to write a result to {p}: it is a file of the checkpoint folder "
+                                 f"{directory}; choose another name")
+
+
 def _compare(args) -> int:
     import os
 
@@ -281,6 +299,8 @@ def _compare(args) -> int:
                              f"choose another --checkpoint-dir")
     json_path, plot_path = _output_path(args.json), _output_path(args.plot, ".png")
     _check_outputs_distinct(args.dataset, args.root, json_path, plot_path)
+    if args.checkpoint_dir:
+        _check_outputs_not_checkpoint(args.checkpoint_dir, json_path, plot_path)
     isa = os.environ.get("GNNSPARSE_CPU_ISA", "").strip().lower()
     if isa not in ("", "auto", "generic", "avx2", "avx512"):
         raise ValueError(f"GNNSPARSE_CPU_ISA={isa!r} is not one of auto, generic, avx2, avx512")

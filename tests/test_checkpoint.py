@@ -763,3 +763,14 @@ def test_resume_with_another_executor_override_is_refused(link_task, tmp_path, m
         run_sparse_training(task, cfg, 0.9, checkpoint=ck.Checkpointer(b, resume=True))
     row = run_sparse_training(task, cfg, 0.9, checkpoint=ck.Checkpointer(b, resume=True))  # same setting
     assert row["regime"] == "sparse-training"
+
+
+@pytest.mark.parametrize("name", [ck.CHECKPOINT_NAME, ck.LOCK_NAME, "final-dense-0.0-seed0.pt"])
+def test_result_file_over_a_checkpoint_file_is_refused(tmp_path, capsys, name):
+    """--json ckpt/checkpoint.pt replaced the checkpoint with JSON at the end of the job (the next
+    --resume called it corrupt); refused up front, before any training."""
+    d = tmp_path / "ck"
+    code = main(ARGS + ["--checkpoint-dir", str(d), "--json", str(d / name)])
+    err = capsys.readouterr().err
+    assert code == 2 and f"refusing to write a result to {d / name}" in err, err
+    assert not (d / ck.CHECKPOINT_NAME).exists()
