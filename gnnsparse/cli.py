@@ -482,7 +482,16 @@ _OOM = "out of memory (try a smaller --hidden or --batch-size, or a smaller grap
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``gnnsparse`` command; returns the exit status."""
+    """Entry point of the ``gnnsparse`` command; returns the exit status (130 after Ctrl-C, at any
+    point: also while torch and the data are still being imported, before a run starts)."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("gnnsparse: interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
     try:
         _configure_runtime()
     except ValueError as e:  # a bad environment variable
@@ -510,9 +519,6 @@ def main(argv: list[str] | None = None) -> int:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         print(f"gnnsparse: error: {msg}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("gnnsparse: interrupted", file=sys.stderr)
-        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -774,3 +774,16 @@ def test_result_file_over_a_checkpoint_file_is_refused(tmp_path, capsys, name):
     err = capsys.readouterr().err
     assert code == 2 and f"refusing to write a result to {d / name}" in err, err
     assert not (d / ck.CHECKPOINT_NAME).exists()
+
+
+def test_ctrl_c_while_starting_up_is_not_a_traceback(monkeypatch, capsys):
+    """Ctrl-C while torch is still being imported (build_parser imports the training module) printed a
+    KeyboardInterrupt traceback; it is "gnnsparse: interrupted", status 130, like Ctrl-C in a run."""
+    from gnnsparse import cli
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_parser", interrupted)
+    assert cli.main(["compare"]) == 130
+    assert capsys.readouterr().err.strip() == "gnnsparse: interrupted"
