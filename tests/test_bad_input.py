@@ -329,6 +329,19 @@ def _labels_crlf(tmp):
     assert plain[0].tolist() == [0, 1, 2] and plain[1].tolist() == [1, 2, 0]
 
 
+def _ingest_cache_same_size_mtime(tmp):
+    p = _write(tmp, "e.txt", "0 1 5\n1 2 6\n2 3 7\n")
+    first = load_edge_list(p, cache_dir=tmp / "cache")
+    assert first.node_ids.tolist() == [0, 1, 2, 3]
+    st = os.stat(p)
+    p.write_text("0 1 5\n1 2 6\n2 9 7\n")  # same size
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert os.stat(p).st_size == st.st_size and os.stat(p).st_mtime_ns == st.st_mtime_ns
+    again = load_edge_list(p, cache_dir=tmp / "cache")
+    assert again.node_ids.tolist() == [0, 1, 2, 9]
+    assert load_edge_list(p, cache_dir=tmp / "cache").node_ids.tolist() == [0, 1, 2, 9]  # cached now
+
+
 def _labels_extra(tmp):
     e = _edges(tmp)
     d = NodeData(e, np.arange(30), np.arange(30) % 3)  # ids 21..29 are in no edge
@@ -754,6 +767,11 @@ def _rows() -> list[Row]:
           "repeated pairs (both directions) and 2 self-loops", _dup_self_loops, None, "",
           "self-loop lines dropped and counted (stats['self_loops_dropped'], describe()); each unordered pair "
           "counted once at its first occurrence (stats['unique_pairs']); the ingest keeps every line"),
+        R("ingest-replaced-same-size-and-mtime", "data", "gnnsparse.data.ingest.load_edge_list (cache)",
+          "file rewritten with other edges, same size, old mtime restored (cp -p, rsync -t, tar x)",
+          _ingest_cache_same_size_mtime, None, "",
+          "re-parsed: the cache entry also records the file's ctime and inode, which such a rewrite changes "
+          "(it served the old edges before)"),
         R("data-directory", "data", "gnnsparse.data.load_dataset(path)", "a directory",
           lambda tmp: load_dataset(str(tmp)), DataError, r"{tmp} is a directory, not an edge file"),
         R("data-missing-file", "data", "gnnsparse.data.load_dataset(path)", "a file that does not exist",
