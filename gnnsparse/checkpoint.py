@@ -283,8 +283,8 @@ def describe_difference(saved: dict, now: dict, prefix: str = "") -> str | None:
     for key in list(saved) + [k for k in now if k not in saved]:
         name = f"{prefix}{key}"
         if key not in saved or key not in now:
-            where = "checkpoint" if key in saved else "this run"
-            return f"{name} (only in the {where})"
+            where = "the checkpoint" if key in saved else "this run"
+            return f"{name} (only in {where})"
         a, b = saved[key], now[key]
         if isinstance(a, dict) and isinstance(b, dict):
             sub = describe_difference(a, b, f"{name}.")

@@ -787,3 +787,10 @@ def test_ctrl_c_while_starting_up_is_not_a_traceback(monkeypatch, capsys):
     monkeypatch.setattr(cli, "build_parser", interrupted)
     assert cli.main(["compare"]) == 130
     assert capsys.readouterr().err.strip() == "gnnsparse: interrupted"
+
+
+def test_describe_difference_wording():
+    assert ck.describe_difference({"a": 1}, {}) == "a (only in the checkpoint)"
+    assert ck.describe_difference({}, {"b": {"c": 2}}) == "b (only in this run)"
+    assert ck.describe_difference({"b": {"c": 2}}, {"b": {"c": 3}}) == "b.c (checkpoint 2, now 3)"
+    assert ck.describe_difference({"x": float("nan")}, {"x": float("nan")}) is None
