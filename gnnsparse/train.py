@@ -487,7 +487,7 @@ class _RunState:
 
 
 #: What restoring a damaged or foreign saved state raises (turned into one clear ValueError).
-DAMAGED = (KeyError, RuntimeError, ValueError, TypeError, IndexError, AttributeError)
+_DAMAGED = (KeyError, RuntimeError, ValueError, TypeError, IndexError, AttributeError)
 #: The phases of each regime, in order: a saved state of another phase is refused.
 _PHASES = {"dense": ("dense",), "train-and-prune": ("dense-prune", "finetune"), "sparse-training": ("sparse",)}
 
@@ -606,7 +606,7 @@ class _RunCheckpoint:
             gen.set_state(s["rng"]["epoch_start"])
             resume_gen = s["rng"]["batch"]
             torch.Generator().set_state(resume_gen)  # the right type and size, or an error now
-        except DAMAGED as e:  # a checkpoint of another model or gnnsparse version, or a damaged one
+        except _DAMAGED as e:  # a checkpoint of another model or gnnsparse version, or a damaged one
             raise self.refuse(e) from None
         state.step, state.seconds, state.eval_seconds = step, seconds, eval_seconds
         state.best_val, state.best_state, state.best_epoch = best_val, r["best_state"], best_epoch
@@ -887,7 +887,7 @@ def run_train_and_prune(task, cfg: TrainConfig, sparsity: float, progress=None, 
         if ck.resume_phase == "finetune":  # rebuild the sparsified model before loading its state
             try:
                 pruner.load_state_dict(ck.saved["regime"])
-            except DAMAGED as e:
+            except _DAMAGED as e:
                 raise ck.refuse(e) from None
             in_finetune = True
             if progress is not None:
