@@ -16,6 +16,9 @@ A :class:`Checkpointer` owns one folder. Its file ``checkpoint.pt`` holds
   validation value, the selected state, the curve), the resolved sparse-op backend, each sparse
   layer's executor decision, and the position ``(phase, epoch, next batch)``.
 
+While a :class:`Checkpointer` is open its process holds the folder's ``.lock`` (``flock``): a second
+job on the same folder is refused instead of interleaving its checkpoints with the first one's.
+
 Each finished run's final (selected) model state goes to ``final-<regime>-<sparsity>-seed<seed>.pt``
 beside it.
 
@@ -30,22 +33,27 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import hashlib
 import json
 import math
 import os
+import re
 import tempfile
+import weakref
 
 import torch
 
 from ._failpoints import failpoint
 
-__all__ = ["FORMAT_VERSION", "CHECKPOINT_NAME", "Checkpointer", "atomic_save", "load_file", "run_key",
-           "describe_difference"]
+__all__ = ["FORMAT_VERSION", "CHECKPOINT_NAME", "LOCK_NAME", "Checkpointer", "atomic_save", "load_file",
+           "run_key", "describe_difference", "data_fingerprint"]
 
 #: Version of the checkpoint payload layout; other versions are refused with a clear error.
 FORMAT_VERSION = 1
 #: File name of the job's checkpoint inside the checkpoint folder.
 CHECKPOINT_NAME = "checkpoint.pt"
+#: File in the checkpoint folder that a running job holds locked (``flock``): one job per folder.
+LOCK_NAME = ".lock"
 _MAGIC = "gnnsparse-checkpoint"
 _TMP_PREFIX = ".tmp-"
 
@@ -69,9 +77,14 @@ class _PartialWriteFailpoint:
 
     def __init__(self, f):
         self.f, self.written, self.fired = f, 0, False
+        self.error: OSError | None = None  # torch.save replaces a failed write's OSError by a RuntimeError
 
     def write(self, data) -> int:
-        n = self.f.write(data)
+        try:
+            n = self.f.write(data)
+        except OSError as e:
+            self.error = e
+            raise
         self.written += n
         if not self.fired and self.written > 0:
             self.fired = True
@@ -92,7 +105,8 @@ def atomic_save(path: str, payload: dict) -> None:
     ``path``. Failpoint ``checkpoint-write`` fires once the temporary file is partly written.
 
     Raises:
-        OSError: the folder cannot be created or written (the message names ``path``).
+        OSError: the folder cannot be created or written, or a write fails (disk full, quota: the
+            message names ``path`` and the reason; the previous file is kept).
     """
     d = os.path.dirname(os.path.abspath(path))
     try:
@@ -100,15 +114,25 @@ def atomic_save(path: str, payload: dict) -> None:
         fd, tmp = tempfile.mkstemp(dir=d, prefix=_TMP_PREFIX, suffix=".pt")
     except OSError as e:
         raise OSError(f"cannot write checkpoint {path}: {e.strerror or e}") from None
+    writer = None
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, _PartialWriteFailpoint(f))
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
-        os.replace(tmp, path)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                writer = _PartialWriteFailpoint(f)
+                torch.save(payload, writer)
+                f.flush()
+                os.fsync(f.fileno())
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
+            os.replace(tmp, path)
+        except RuntimeError:
+            if writer is None or writer.error is None:
+                raise
+            e = writer.error  # a full disk or quota: torch.save reports it as "unexpected pos"
+            raise OSError(e.errno, f"cannot write checkpoint {path}: {e.strerror or e}") from None
+        except OSError as e:
+            raise OSError(e.errno, f"cannot write checkpoint {path}: {e.strerror or e}") from None
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -132,6 +156,12 @@ def load_file(path: str) -> dict:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, bad pickle, disallowed global: all mean "not ours / broken"
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        global_ = re.search(r"(unsupported GLOBAL [\w.]+|Unsupported global: GLOBAL [\w.]+)", str(e))
+        if global_:  # a pickle naming a class or function (random bytes fail as "Unsupported operand")
+            raise ValueError(f"checkpoint {path} holds Python objects other than tensors and plain data "
+                             f"({global_.group(1)}), "
+                             f"which could run code when loaded; it was not written by gnnsparse: refused "
+                             f"(torch.load weights_only)") from None
         raise ValueError(f"checkpoint {path} is corrupt or truncated and cannot be read ({msg}); delete it "
                          f"to start over") from None
     if not isinstance(obj, dict) or obj.get("format") != _MAGIC:
@@ -139,7 +169,99 @@ def load_file(path: str) -> dict:
     if obj.get("version") != FORMAT_VERSION:
         raise ValueError(f"checkpoint {path} has format version {obj.get('version')!r}; this gnnsparse "
                          f"reads version {FORMAT_VERSION}")
+    if "meta" in obj or "finished" in obj or "current" in obj:  # a job checkpoint (final-*.pt hold "model")
+        _check_job_payload(path, obj)
     return obj
+
+
+def _check_job_payload(path: str, obj: dict) -> None:
+    """Refuse a job checkpoint whose top-level structure is not what :class:`Checkpointer` writes
+    (a damaged or hand-edited file): ``meta`` a dict, ``finished`` a dict of run key to JSON object,
+    ``current`` None or a dict with a string ``key`` and a dict ``config``."""
+    def bad(what: str):
+        return ValueError(f"checkpoint {path} is damaged: {what}; delete it to start over")
+
+    if not isinstance(obj.get("meta"), dict):
+        raise bad("field meta is missing or not a dict")
+    finished = obj.get("finished")
+    if not isinstance(finished, dict):
+        raise bad("field finished is missing or not a dict")
+    for key, row in finished.items():
+        try:
+            ok = isinstance(key, str) and isinstance(json.loads(row), dict)
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise bad(f"the result row of finished run {key!r} is not a JSON object")
+    cur = obj.get("current", None)
+    if cur is not None and not (isinstance(cur, dict) and isinstance(cur.get("key"), str)
+                                and isinstance(cur.get("config"), dict)):
+        raise bad("field current (the run in progress) is not a dict with a string key and a dict config")
+
+
+def data_fingerprint(data) -> str:
+    """sha256 of a loaded dataset's content: every tensor and numpy array attribute of ``data`` (name,
+    dtype, shape and bytes, in name order). Two files that differ in any edge, time, label or feature
+    give different fingerprints, even with the same name, size and counts."""
+    import numpy as np
+
+    h = hashlib.sha256()
+    for name in sorted(vars(data)):
+        value = vars(data)[name]
+        if isinstance(value, torch.Tensor):
+            arr = value.detach().cpu().contiguous().numpy()
+        elif isinstance(value, np.ndarray):
+            arr = np.ascontiguousarray(value)
+        else:
+            continue
+        h.update(f"{name}:{arr.dtype.str}:{arr.shape};".encode())
+        h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+#: realpath of a locked checkpoint folder -> [fd of its lock file, Checkpointers of this process on it]
+_LOCKS: dict[str, list] = {}
+
+
+def _lock_folder(directory: str) -> str:
+    """Lock ``directory``'s :data:`LOCK_NAME` (``flock``, exclusive, non-blocking) for this process;
+    Checkpointers of the same process share the lock. Returns the lock's registry key.
+
+    Raises:
+        ValueError: another process holds the folder (a job is running on it).
+    """
+    import fcntl
+
+    key = os.path.realpath(directory)
+    if key in _LOCKS:
+        _LOCKS[key][1] += 1
+        return key
+    try:
+        fd = os.open(os.path.join(directory, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as e:
+        raise OSError(f"cannot use checkpoint folder {directory}: {e.strerror or e}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ValueError(f"checkpoint folder {directory} is in use by another running gnnsparse job (one job "
+                         f"per folder); wait for it to end or choose another --checkpoint-dir") from None
+    except OSError:  # a file system without locks (some network mounts): run unlocked
+        pass
+    _LOCKS[key] = [fd, 1]
+    return key
+
+
+def _unlock_folder(key: str) -> None:
+    """Drop one Checkpointer's share of the lock taken by :func:`_lock_folder`; the last one closes it."""
+    entry = _LOCKS.get(key)
+    if entry is None:
+        return
+    entry[1] -= 1
+    if entry[1] <= 0:
+        del _LOCKS[key]
+        with contextlib.suppress(OSError):
+            os.close(entry[0])  # closing releases the flock
 
 
 def run_key(regime: str, sparsity: float, seed: int) -> str:
@@ -161,8 +283,8 @@ def describe_difference(saved: dict, now: dict, prefix: str = "") -> str | None:
     for key in list(saved) + [k for k in now if k not in saved]:
         name = f"{prefix}{key}"
         if key not in saved or key not in now:
-            where = "checkpoint" if key in saved else "this run"
-            return f"{name} (only in the {where})"
+            where = "the checkpoint" if key in saved else "this run"
+            return f"{name} (only in {where})"
         a, b = saved[key], now[key]
         if isinstance(a, dict) and isinstance(b, dict):
             sub = describe_difference(a, b, f"{name}.")
@@ -203,9 +325,10 @@ class Checkpointer:
             checkpointed with K processes resumes with any number.
 
     Raises:
-        ValueError: ``every`` < 1; ``directory`` is a file; a checkpoint exists and ``resume`` is
-            False; the checkpoint is unreadable (names the file) or was written for another job
-            (names the field).
+        ValueError: ``every`` < 1; ``directory`` is a file; another process holds ``directory``
+            (a running job locks its folder until its Checkpointer is closed or the process ends);
+            a checkpoint exists and ``resume`` is False; the checkpoint is unreadable or damaged
+            (names the file) or was written for another job (names the field).
     """
 
     def __init__(self, directory: str, *, every: int | None = None, resume: bool = False,
@@ -222,22 +345,40 @@ class Checkpointer:
         self.finished_rows: dict[str, dict] = {}
         self.current: dict | None = None
         self.resumed = False
-        if os.path.exists(self.path):
-            if not resume:
-                raise ValueError(f"{directory} already holds a checkpoint ({CHECKPOINT_NAME}); resume it "
-                                 f"(--resume) or choose another folder")
-            saved = load_file(self.path)
-            diff = describe_difference(saved.get("meta", {}), self.meta)
-            if diff is not None:
-                raise ValueError(f"checkpoint {self.path} was written for a different job: {diff}")
-            self.finished_rows = {k: json.loads(v) for k, v in saved.get("finished", {}).items()}
-            self.current = saved.get("current")
-            self.resumed = True
-        if not self.writer:
-            return
-        os.makedirs(directory, exist_ok=True)
-        for tmp in glob.glob(os.path.join(glob.escape(directory), _TMP_PREFIX + "*.pt")):
-            os.unlink(tmp)  # left by a crash during a write: never a complete checkpoint
+        if self.writer:
+            try:
+                os.makedirs(directory, exist_ok=True)
+            except OSError as e:
+                raise OSError(f"cannot create checkpoint folder {directory}: {e.strerror or e}") from None
+            # before reading the checkpoint or removing temporary files: a second job on the folder would
+            # delete the first one's temporary file mid-write and interleave its checkpoints with its own
+            lock = _lock_folder(directory)
+            self._unlock = weakref.finalize(self, _unlock_folder, lock)
+        else:  # a reading rank of a distributed job: rank 0 holds the lock and writes
+            self._unlock = lambda: None
+        try:
+            if os.path.exists(self.path):
+                if not resume:
+                    raise ValueError(f"{directory} already holds a checkpoint ({CHECKPOINT_NAME}); resume it "
+                                     f"(--resume) or choose another folder")
+                saved = load_file(self.path)
+                diff = describe_difference(saved.get("meta", {}), self.meta)
+                if diff is not None:
+                    raise ValueError(f"checkpoint {self.path} was written for a different job: {diff}")
+                self.finished_rows = {k: json.loads(v) for k, v in saved.get("finished", {}).items()}
+                self.current = saved.get("current")
+                self.resumed = True
+            if self.writer:
+                for tmp in glob.glob(os.path.join(glob.escape(directory), _TMP_PREFIX + "*.pt")):
+                    os.unlink(tmp)  # left by a crash during a write: never a complete checkpoint
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Release this Checkpointer's share of the folder's lock (also done when it is garbage
+        collected or the process ends); it must not save after this."""
+        self._unlock()
 
     # ------------------------------------------------------------------------------ queries
     def finished(self, key: str) -> dict | None:

@@ -253,6 +253,24 @@ def _check_outputs_distinct(dataset, root, *outputs) -> None:
             raise ValueError(f"refusing to overwrite the input data file {p} with an output")
 
 
+def _check_outputs_not_checkpoint(directory: str, *outputs) -> None:
+    """Refuse a result file that would replace one of the checkpoint folder's own files (its
+    checkpoint, its lock, a run's final state): the job's next --resume would find it corrupt."""
+    import fnmatch
+    import os
+
+    from .checkpoint import CHECKPOINT_NAME, LOCK_NAME
+
+    folder = os.path.realpath(directory)
+    for p in outputs:
+        if p and os.path.dirname(os.path.realpath(p)) == folder:
+            name = os.path.basename(p)
+            if name in (CHECKPOINT_NAME, LOCK_NAME) or fnmatch.fnmatch(name, "final-*.pt") \
+                    or fnmatch.fnmatch(name, ".tmp-*.pt"):
+                raise ValueError(f"refusing to write a result to {p}: it is a file of the checkpoint folder "
+                                 f"{directory}; choose another name")
+
+
 def _compare(args) -> int:
     import os
 
@@ -285,6 +303,8 @@ def _compare(args) -> int:
                              f"choose another --checkpoint-dir")
     json_path, plot_path = _output_path(args.json), _output_path(args.plot, ".png")
     _check_outputs_distinct(args.dataset, args.root, json_path, plot_path)
+    if args.checkpoint_dir:
+        _check_outputs_not_checkpoint(args.checkpoint_dir, json_path, plot_path)
     isa = os.environ.get("GNNSPARSE_CPU_ISA", "").strip().lower()
     if isa not in ("", "auto", "generic", "avx2", "avx512"):
         raise ValueError(f"GNNSPARSE_CPU_ISA={isa!r} is not one of auto, generic, avx2, avx512")
@@ -334,9 +354,14 @@ def _compare_run(args, cfg, json_path, plot_path, main: bool) -> int:
 
                     shared = dataclasses.asdict(cfg)
                     del shared["seed"]  # per run (the runs' own checks include it)
+                    from .checkpoint import data_fingerprint
+
+                    # the data's content (a file edited in place keeps its name, size and counts) and
+                    # the thread count (torch's dense kernels are bit-reproducible only at the same one)
                     checkpoint = Checkpointer(args.checkpoint_dir, every=args.checkpoint_every, resume=args.resume,
                                               writer=main, meta={"dataset": data.name, "task": task.kind,
-                                                    "describe": data.describe(), "seeds": seeds,
+                                                    "describe": data.describe(), "data_sha256": data_fingerprint(data),
+                                                    "threads": torch.get_num_threads(), "seeds": seeds,
                                                     "sparsities": sparsities, "config": shared})
                     if checkpoint.resumed:
                         print(f"resuming from {checkpoint.path} ({len(checkpoint.finished_rows)} runs finished)")
@@ -353,6 +378,8 @@ def _compare_run(args, cfg, json_path, plot_path, main: bool) -> int:
     finally:
         if bar is not None:
             bar.close()  # so an error message starts on its own line
+        if checkpoint is not None:
+            checkpoint.close()  # the folder's lock: another job may use it now
     grow = "RigL" if cfg.grow == "rigl" else "SET"
     print(f"\n{data.name}: {task.kind} prediction, model={cfg.model}, seeds={','.join(map(str, seeds))}, "
           f"E={cfg.epochs}, fine-tune={cfg.finetune}, distribution={cfg.distribution}, pruning={cfg.pruning} "
@@ -483,7 +510,16 @@ _OOM = "out of memory (try a smaller --hidden or --batch-size, or a smaller grap
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``gnnsparse`` command; returns the exit status."""
+    """Entry point of the ``gnnsparse`` command; returns the exit status (130 after Ctrl-C, at any
+    point: also while torch and the data are still being imported, before a run starts)."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("gnnsparse: interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
     try:
         _configure_runtime()
     except ValueError as e:  # a bad environment variable
@@ -516,9 +552,6 @@ def main(argv: list[str] | None = None) -> int:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         print(f"gnnsparse: error: {msg}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("gnnsparse: interrupted", file=sys.stderr)
-        return 130
     finally:
         shutdown()
 

@@ -497,6 +497,12 @@ class _RunState:
     mask_checks: int = 0  # cross-rank mask checks after mask updates (data-parallel runs)
 
 
+#: What restoring a damaged or foreign saved state raises (turned into one clear ValueError).
+_DAMAGED = (KeyError, RuntimeError, ValueError, TypeError, IndexError, AttributeError)
+#: The phases of each regime, in order: a saved state of another phase is refused.
+_PHASES = {"dense": ("dense",), "train-and-prune": ("dense-prune", "finetune"), "sparse-training": ("sparse",)}
+
+
 class _RunCheckpoint:
     """One regime run's link to a :class:`gnnsparse.checkpoint.Checkpointer`: what to save, and
     where and how to resume (the file handling is the checkpointer's, the regime's state its own)."""
@@ -512,13 +518,29 @@ class _RunCheckpoint:
         self.saved = None if self.done is not None else checkpointer.load_run(self.key, self.config)
         self.get_regime: Callable[[], dict] = dict
         self.set_regime: Callable[[dict], None] = lambda state: None
+        from . import chooser
+
+        # GNNSPARSE_EXECUTOR / chooser.set_override win over measured and restored decisions of
+        # executor="auto" layers: one set otherwise at the resume would change the kernels silently
+        self.override = (chooser.get_override() or chooser._env_override()) if cfg.executor == "auto" else None
+        if self.saved is not None and self.saved.get("executor_override", self.override) != self.override:
+            raise ValueError(f"checkpoint {checkpointer.path}: run {self.key} ran with executor override "
+                             f"{self.saved.get('executor_override')!r}, now {self.override!r} (GNNSPARSE_EXECUTOR "
+                             f"or gnnsparse.chooser.set_override); resume with the same setting")
         self.backend = ops.resolve_backend(cfg.backend, "cpu")
         self.force_backend = None  # the checkpoint's backend, where "auto" would now pick another
-        saved = None if self.saved is None else self.saved["backend"]
+        if self.saved is not None and self.saved.get("phase") not in _PHASES[regime]:
+            raise ValueError(f"checkpoint {checkpointer.path}: run {self.key} is saved in phase "
+                             f"{self.saved.get('phase')!r}, which is not a phase of {regime} "
+                             f"({', '.join(_PHASES[regime])}); the checkpoint is damaged")
+        saved = None if self.saved is None else self.saved.get("backend")
+        if self.saved is not None and saved not in ops.VALID_BACKENDS:
+            raise ValueError(f"checkpoint {checkpointer.path}: run {self.key} has saved backend {saved!r}, not one "
+                             f"of {', '.join(ops.VALID_BACKENDS)}; the checkpoint is damaged")
         if saved is not None and saved != self.backend:
             try:
                 ops.check_backend_device(saved, torch.device("cpu"))
-            except (ImportError, RuntimeError) as e:
+            except (ImportError, RuntimeError, ValueError) as e:
                 raise ValueError(f"checkpoint {checkpointer.path}: run {self.key} ran the sparse kernels of backend "
                                  f"{saved!r}, which cannot run now ({str(e).splitlines()[0]}); resume where it is "
                                  f"available") from None
@@ -556,6 +578,7 @@ class _RunCheckpoint:
             flops["by_phase"] = {p: int(v) for p, v in zip(phases, summed)}
         self.cp.save_run(self.key, self.config, {
             "phase": phase, "epoch": epoch, "batch": batch, "loss": loss, "backend": self.backend,
+            "executor_override": self.override,
             "model": model.state_dict(), "executors": _executor_state(model),
             "optimizer": optimizer.state_dict(), "regime": self.get_regime(),
             "rng": {"epoch_start": epoch_gen_state, "batch": gen.get_state(), "torch": torch.get_rng_state()},
@@ -565,33 +588,66 @@ class _RunCheckpoint:
                     "best_metrics": state.best_metrics, "curve": state.curve, "mask_checks": state.mask_checks},
         })
 
-    def restore(self, model, optimizer, state: "_RunState", gen: torch.Generator):
+    def restore(self, model, optimizer, state: "_RunState", gen: torch.Generator, epochs: int):
         """Load the saved state into the run's objects (once); returns ``(epoch, next batch, the batch
         generator's state after the last done batch, the last loss)`` and leaves ``gen`` in its state at
-        the start of that epoch."""
+        the start of that epoch.
+
+        Every saved field is checked before training continues (``epochs``: the phase's epoch count):
+        a damaged or hand-edited checkpoint (a tensor of the wrong shape, a CSR structure that is not
+        valid, an Adam moment that does not fit its parameter, a position outside the phase, a random
+        state of the wrong size, a missing field) is refused with a ValueError naming the file, the
+        run and the problem, never reaching the kernels.
+        """
         s, self.saved = self.saved, None
         try:
+            epoch, batch = s["epoch"], s["batch"]
+            if not (type(epoch) is int and type(batch) is int and 0 <= epoch <= epochs and batch >= 0):
+                raise ValueError(f"position epoch {epoch!r}, batch {batch!r} is not a position of this "
+                                 f"phase (epoch 0..{epochs}, batch >= 0)")
+            if s["loss"] is not None and not isinstance(s["loss"], float):
+                raise ValueError(f"loss {s['loss']!r} is not a number")
+            r = s["run"]
+            if r["best_state"] is not None:  # what the run selected so far must fit the model too
+                model.load_state_dict(r["best_state"])
             model.load_state_dict(s["model"])
             optimizer.load_state_dict(s["optimizer"])
+            _check_optimizer_state(optimizer, model)
             self.set_regime(s["regime"])
             state.flops.load_state_dict(s["flops"])
+            _restore_executors(model, s["executors"], self.cp.path)
+            step, seconds, eval_seconds = int(r["step"]), dict(r["seconds"]), float(r["eval_seconds"])
+            best_val, best_epoch = float(r["best_val"]), int(r["best_epoch"])
+            best_metrics, curve = r["best_metrics"], list(r["curve"])
+            if best_metrics is not None and not isinstance(best_metrics, dict):
+                raise ValueError(f"best_metrics {best_metrics!r} is not a dict")
+            if not all(isinstance(c, dict) and {"phase", "epoch", "loss", "val"} <= set(c) for c in curve):
+                raise ValueError("the curve holds an entry that is not a dict of phase, epoch, loss and val")
             if not distributed.is_main():  # the saved totals are global: counted once, on rank 0
                 state.flops.by_phase = type(state.flops.by_phase)(int, {p: 0 for p in state.flops.by_phase})
-        except (KeyError, RuntimeError, ValueError) as e:  # a checkpoint of another model or gnnsparse version
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            if isinstance(e, KeyError):
-                msg = f"field {msg} is missing"
-            raise ValueError(f"checkpoint {self.cp.path}: the saved state of run {self.key} does not fit this "
-                             f"run: {msg}") from None
-        _restore_executors(model, s["executors"], self.cp.path)
-        r = s["run"]
-        state.step, state.seconds, state.eval_seconds = int(r["step"]), dict(r["seconds"]), float(r["eval_seconds"])
-        state.best_val, state.best_state, state.best_epoch = r["best_val"], r["best_state"], int(r["best_epoch"])
-        state.best_metrics, state.curve = r["best_metrics"], list(r["curve"])
-        state.mask_checks = int(r.get("mask_checks", 0))
-        torch.set_rng_state(s["rng"]["torch"])
-        gen.set_state(s["rng"]["epoch_start"])
-        return int(s["epoch"]), int(s["batch"]), s["rng"]["batch"], s["loss"]
+            mask_checks = int(r.get("mask_checks", 0))
+            torch.set_rng_state(s["rng"]["torch"])
+            gen.set_state(s["rng"]["epoch_start"])
+            resume_gen = s["rng"]["batch"]
+            torch.Generator().set_state(resume_gen)  # the right type and size, or an error now
+        except _DAMAGED as e:  # a checkpoint of another model or gnnsparse version, or a damaged one
+            raise self.refuse(e) from None
+        state.step, state.seconds, state.eval_seconds = step, seconds, eval_seconds
+        state.best_val, state.best_state, state.best_epoch = best_val, r["best_state"], best_epoch
+        state.best_metrics, state.curve = best_metrics, curve
+        state.mask_checks = mask_checks
+        return epoch, batch, resume_gen, s["loss"]
+
+    def refuse(self, e: BaseException) -> ValueError:
+        """The ValueError for a saved state that cannot be restored (``e``: what restoring raised):
+        names the checkpoint file, the run, and the whole reason (every line of it)."""
+        msg = " ".join(str(e).split()) or type(e).__name__  # load_state_dict's reason is on its 2nd line
+        if isinstance(e, KeyError):
+            msg = f"field {msg} is missing"
+        if msg.startswith(f"checkpoint {self.cp.path}"):
+            return ValueError(msg)
+        return ValueError(f"checkpoint {self.cp.path}: the saved state of run {self.key} does not fit this run: "
+                          f"{msg}")
 
     def finish(self, row: dict, model) -> dict:
         """Record the finished run (result row and final model state); returns the row as saved."""
@@ -608,6 +664,22 @@ def _executor_state(model: nn.Module) -> dict:
             choice = {"nnz": nnz, "threads": threads, "env": env, "override": override, "executor": c.executor}
         out[name] = {"pinned": layer._pinned_choice, "choice": choice}
     return out
+
+
+def _check_optimizer_state(optimizer: torch.optim.Optimizer, model: nn.Module) -> None:
+    """Each restored per-parameter optimizer tensor (Adam's moments) has its parameter's shape, dtype
+    and device; raises ValueError naming the parameter otherwise (a restored moment of another nnz
+    would fail inside the optimizer step, or broadcast silently)."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            for field_name, value in optimizer.state.get(p, {}).items():
+                if not torch.is_tensor(value) or field_name == "step":
+                    continue
+                if value.shape != p.shape or value.dtype != p.dtype or value.device != p.device:
+                    raise ValueError(f"optimizer state {field_name} of parameter {names.get(id(p), '?')} has "
+                                     f"shape {tuple(value.shape)}, {value.dtype}, but the parameter is "
+                                     f"{tuple(p.shape)}, {p.dtype}")
 
 
 def _restore_executors(model: nn.Module, saved: dict, path: str) -> None:
@@ -643,7 +715,7 @@ def _run_phase(model, task, optimizer, phase: _Phase, state: _RunState, gen: tor
     chunked = phase.loss_chunk is not None and task.kind == "link"
     start_epoch, start_batch, resume_gen, last_loss = 0, 0, None, None
     if ckpt is not None and ckpt.resume_phase == phase.name:
-        start_epoch, start_batch, resume_gen, last_loss = ckpt.restore(model, optimizer, state, gen)
+        start_epoch, start_batch, resume_gen, last_loss = ckpt.restore(model, optimizer, state, gen, phase.epochs)
         if progress is not None and start_epoch:
             progress.update(start_epoch)
     loss = None
@@ -902,7 +974,10 @@ def run_train_and_prune(task, cfg: TrainConfig, sparsity: float, progress=None, 
     if ck is not None:
         ck.get_regime, ck.set_regime = pruner.state_dict, pruner.load_state_dict
         if ck.resume_phase == "finetune":  # rebuild the sparsified model before loading its state
-            pruner.load_state_dict(ck.saved["regime"])
+            try:
+                pruner.load_state_dict(ck.saved["regime"])
+            except _DAMAGED as e:
+                raise ck.refuse(e) from None
             in_finetune = True
             if progress is not None:
                 progress.update(cfg.epochs)

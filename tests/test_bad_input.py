@@ -322,6 +322,26 @@ def _labels_missing(tmp):
     assert not bool(masked[d.y < 0].any())  # unlabelled nodes are in no split
 
 
+def _labels_crlf(tmp):
+    plain = read_snap_labels(_write(tmp, "plain.txt", "0 1\n1 2\n2 0\n"))
+    crlf = read_snap_labels(_write(tmp, "crlf.txt", "0 1\r\n1 2 \t\r\n2 0  \r\n"))
+    assert all(np.array_equal(a, b) for a, b in zip(plain, crlf)) and len(plain) == len(crlf) == 2
+    assert plain[0].tolist() == [0, 1, 2] and plain[1].tolist() == [1, 2, 0]
+
+
+def _ingest_cache_same_size_mtime(tmp):
+    p = _write(tmp, "e.txt", "0 1 5\n1 2 6\n2 3 7\n")
+    first = load_edge_list(p, cache_dir=tmp / "cache")
+    assert first.node_ids.tolist() == [0, 1, 2, 3]
+    st = os.stat(p)
+    p.write_text("0 1 5\n1 2 6\n2 9 7\n")  # same size
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert os.stat(p).st_size == st.st_size and os.stat(p).st_mtime_ns == st.st_mtime_ns
+    again = load_edge_list(p, cache_dir=tmp / "cache")
+    assert again.node_ids.tolist() == [0, 1, 2, 9]
+    assert load_edge_list(p, cache_dir=tmp / "cache").node_ids.tolist() == [0, 1, 2, 9]  # cached now
+
+
 def _labels_extra(tmp):
     e = _edges(tmp)
     d = NodeData(e, np.arange(30), np.arange(30) % 3)  # ids 21..29 are in no edge
@@ -729,6 +749,9 @@ def _rows() -> list[Row]:
          r"{tmp}/under\.txt: line 21: not an integer: '1_0' \('_' separators are not allowed\)"),
         ("nul-byte", "nul.txt", GOOD + "1 2\x00 5\n", r"{tmp}/nul\.txt: line 21: NUL byte; not a UTF-8/ASCII text edge file"),
         ("utf16", "utf16.txt", "1 2 3\n".encode("utf-16"), r"{tmp}/utf16\.txt: line 1: "),
+        ("utf8-bom", "bom.txt", b"\xef\xbb\xbf" + GOOD.encode(),
+         r"{tmp}/bom\.txt: line 1: not an integer: .* \(the file starts with a UTF-8 byte-order mark, BOM: save "
+         r"it as plain UTF-8/ASCII\)"),
     ]
     for label, name, content, match in data:
         rows.append(R(f"data-{label}", "data", "gnnsparse.data.load_dataset(path)", f"{name}: {_describe(content)}",
@@ -744,11 +767,22 @@ def _rows() -> list[Row]:
           "repeated pairs (both directions) and 2 self-loops", _dup_self_loops, None, "",
           "self-loop lines dropped and counted (stats['self_loops_dropped'], describe()); each unordered pair "
           "counted once at its first occurrence (stats['unique_pairs']); the ingest keeps every line"),
+        R("ingest-replaced-same-size-and-mtime", "data", "gnnsparse.data.ingest.load_edge_list (cache)",
+          "file rewritten with other edges, same size, old mtime restored (cp -p, rsync -t, tar x)",
+          _ingest_cache_same_size_mtime, None, "",
+          "re-parsed: the cache entry also records the file's ctime and inode, which such a rewrite changes "
+          "(it served the old edges before)"),
         R("data-directory", "data", "gnnsparse.data.load_dataset(path)", "a directory",
           lambda tmp: load_dataset(str(tmp)), DataError, r"{tmp} is a directory, not an edge file"),
         R("data-missing-file", "data", "gnnsparse.data.load_dataset(path)", "a file that does not exist",
           lambda tmp: load_dataset(str(tmp / "nope.txt")), DataError, r"file not found: {tmp}/nope\.txt"),
         # labels
+        R("labels-utf8-bom", "data", "gnnsparse.data.read_snap_labels", "file starting with a UTF-8 BOM",
+          lambda tmp: read_snap_labels(_write(tmp, "lab.txt", b"\xef\xbb\xbf0 1\n1 2\n")), DataError,
+          r"{tmp}/lab\.txt: line 1: not an integer: .* \(the file starts with a UTF-8 byte-order mark"),
+        R("labels-crlf-trailing-space", "data", "gnnsparse.data.read_snap_labels",
+          "CRLF line ends, trailing spaces and tabs", _labels_crlf, None, "",
+          "accepted: any whitespace separates columns, so CRLF files and trailing blanks read as the same labels"),
         R("labels-non-integer", "data", "gnnsparse.data.read_snap_labels", "label 'x' on line 2",
           lambda tmp: read_snap_labels(_write(tmp, "lab.txt", "0 1\n1 x\n")), DataError,
           r"{tmp}/lab\.txt: line 2: not an integer: 'x'"),

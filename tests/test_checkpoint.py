@@ -451,3 +451,346 @@ def test_api_resume_train_and_prune_on_a_node_task(tmp_path, at, phase, epoch, b
                                                                             resume=True))
     assert _untimed(again) == _untimed(row)
     _assert_same_states(_final_states(tmp_path / "b"), _final_states(tmp_path / "a"))
+
+
+# ------------------------------------------------------------------------------ damaged checkpoints
+def _after_first_evaluation(link_task, tmp_path):
+    """A checkpoint saved right after the first epoch's evaluation (a selected state is held)."""
+    from gnnsparse.train import run_sparse_training
+
+    task, cfg = link_task
+    run_sparse_training(task, cfg, 0.9, checkpoint=_Snapshotting(str(tmp_path / "a"), every=2, at=3,
+                                                                 snapshot=str(tmp_path / "b")))
+    path = str(tmp_path / "b" / ck.CHECKPOINT_NAME)
+    assert ck.load_file(path)["current"]["run"]["best_state"] is not None
+    return path
+
+
+def _first_sparse_prefix(state):
+    return next(k for k in state if k.endswith("crow_indices"))[: -len("crow_indices")]
+
+
+def _crow_not_monotone(cur):
+    p = _first_sparse_prefix(cur["model"])
+    crow = cur["model"][p + "crow_indices"].clone()
+    crow[1], crow[2] = crow[2] + 5, crow[1]
+    cur["model"][p + "crow_indices"] = crow
+
+
+def _values_short(cur):
+    p = _first_sparse_prefix(cur["model"])
+    cur["model"][p + "values"] = cur["model"][p + "values"][:-1]
+
+
+def _selected_col_out_of_range(cur):
+    best = cur["run"]["best_state"]
+    p = _first_sparse_prefix(best)
+    col = best[p + "col_indices"].clone()
+    col[0] = 10 ** 6
+    best[p + "col_indices"] = col
+
+
+def _adam_moment_of_other_nnz(cur):
+    for st in cur["optimizer"]["state"].values():
+        st["exp_avg"] = st["exp_avg"].flatten()[:-1]
+        return
+
+
+def _torch_rng_short(cur):
+    cur["rng"]["torch"] = torch.zeros(3, dtype=torch.uint8)
+
+
+def _batch_rng_not_a_tensor(cur):
+    cur["rng"]["batch"] = "x"
+
+
+def _epoch_past_the_phase(cur):
+    cur["epoch"] = 10 ** 9
+
+
+def _negative_batch(cur):
+    cur["batch"] = -5
+
+
+def _unknown_phase(cur):
+    cur["phase"] = "nope"
+
+
+def _unknown_backend(cur):
+    cur["backend"] = "zzz"
+
+
+def _executor_choice_without_nnz(cur):
+    name = next(iter(cur["executors"]))
+    cur["executors"][name] = {"pinned": None, "choice": {"executor": "dense"}}
+
+
+def _curve_not_a_list(cur):
+    cur["run"]["curve"] = 5
+
+
+def _loss_not_a_number(cur):
+    cur["loss"] = "a"
+
+
+@pytest.mark.parametrize("edit,reason", [
+    (_crow_not_monotone, "crow_indices decreases"),
+    (_values_short, "values must have shape"),
+    (_selected_col_out_of_range, "outside"),
+    (_adam_moment_of_other_nnz, "optimizer state exp_avg of parameter"),
+    (_torch_rng_short, "RNG state size"),
+    (_batch_rng_not_a_tensor, "ByteTensor"),
+    (_epoch_past_the_phase, "not a position of this phase"),
+    (_negative_batch, "not a position of this phase"),
+    (_unknown_phase, "phase 'nope', which is not a phase of sparse-training"),
+    (_unknown_backend, "saved backend 'zzz'"),
+    (_executor_choice_without_nnz, "field 'nnz' is missing"),
+    (_curve_not_a_list, "does not fit this run"),
+    (_loss_not_a_number, "loss 'a' is not a number"),
+])
+def test_damaged_saved_state_is_refused_before_training(link_task, tmp_path, edit, reason):
+    """A hand-edited or damaged run state (tensors of the wrong shape, an invalid CSR structure in the
+    model or in the selected state, Adam moments of another nnz, bad random states, a position outside
+    the phase, an unknown phase or backend, a missing field) is a ValueError naming the file and the
+    reason, raised before any step: never a raw TypeError/KeyError/RuntimeError, a kernel crash, or a
+    silent restart from scratch (the unknown phase) or from a wrong batch (the negative position)."""
+    from gnnsparse.train import run_sparse_training
+
+    task, cfg = link_task
+    path = _after_first_evaluation(link_task, tmp_path)
+    _edit_current(path, edit)
+    with pytest.raises(ValueError) as info:
+        run_sparse_training(task, cfg, 0.9, checkpoint=ck.Checkpointer(str(tmp_path / "b"), resume=True))
+    msg = str(info.value)
+    assert path in msg and reason in msg and "\n" not in msg, msg
+
+
+@pytest.mark.parametrize("edit,reason", [
+    (lambda p: p.pop("meta"), "field meta is missing"),
+    (lambda p: p.__setitem__("finished", ["x"]), "field finished is missing or not a dict"),
+    (lambda p: p["finished"].__setitem__("dense-0.0-seed3", "{not json"), "'dense-0.0-seed3' is not a JSON"),
+    (lambda p: p.__setitem__("current", "x"), "field current"),
+    (lambda p: p["current"].pop("key"), "field current"),
+    (lambda p: p["current"].pop("config"), "field current"),
+])
+def test_damaged_job_fields_are_refused_naming_the_file(link_task, tmp_path, edit, reason):
+    path = _after_first_evaluation(link_task, tmp_path)
+    payload = torch.load(path, weights_only=True)
+    edit(payload)
+    ck.atomic_save(path, payload)
+    with pytest.raises(ValueError, match="is damaged") as info:
+        ck.Checkpointer(str(tmp_path / "b"), resume=True)
+    assert path in str(info.value) and reason in str(info.value)
+
+
+def test_invalid_structure_reason_reaches_the_command_line(tmp_path, capsys):
+    """load_state_dict puts the reason on its second line; the CLI prints one line: it must hold it."""
+    d = tmp_path / "ck"
+    p = _cli(d, tmp_path / "r.json", failpoint="step-sparse:3")
+    assert p.returncode == -signal.SIGKILL, p.stderr
+    path = str(d / ck.CHECKPOINT_NAME)
+    assert ck.load_file(path)["current"]["phase"] == "sparse"
+    _edit_current(path, _values_short)
+    code = main(ARGS + ["--checkpoint-dir", str(d), "--resume", "--checkpoint-every", "2"])
+    err = capsys.readouterr().err
+    assert code == 2 and path in err and "values must have shape" in err, err
+
+
+# ------------------------------------------------------------------------------ one job per folder
+def test_second_job_on_a_folder_is_refused_and_keeps_the_first_ones_files(tmp_path):
+    """A job holds its folder locked: a second process (two --resume started by accident) is refused
+    instead of deleting the first one's temporary file mid-write and interleaving checkpoints; the
+    same process may open the folder again, and the lock goes with the holder."""
+    d = tmp_path / "ck"
+    d.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from gnnsparse import checkpoint as ck; "
+         "c = ck.Checkpointer(sys.argv[1]); print('ready', flush=True); time.sleep(120)", str(d)],
+        stdout=subprocess.PIPE, text=True, cwd=str(REPO),
+        env=dict(os.environ, PYTHONPATH=str(REPO)))
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        tmp = d / ".tmp-inflight.pt"
+        tmp.write_bytes(b"partial")  # the holder's write in progress
+        with pytest.raises(ValueError, match="in use by another running gnnsparse job"):
+            ck.Checkpointer(str(d), resume=True)
+        assert tmp.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    first = ck.Checkpointer(str(d), resume=True)  # the holder is gone: the folder is free
+    assert not tmp.exists()  # a crash's leftover, removed now
+    second = ck.Checkpointer(str(d), resume=True)  # same process: shares the lock
+    first.close()
+    second.close()
+    code = subprocess.run([sys.executable, "-c", "import sys; from gnnsparse import checkpoint as ck; "
+                           "ck.Checkpointer(sys.argv[1], resume=True)", str(d)], cwd=str(REPO),
+                          env=dict(os.environ, PYTHONPATH=str(REPO))).returncode
+    assert code == 0  # closed: another process may use it
+
+
+def test_resume_with_other_threads_or_edited_data_is_refused(tmp_path, capsys):
+    """The thread count (torch's dense kernels are bit-reproducible only at the same one) and the data's
+    content (an edge file edited in place keeps its name, size and counts) are part of the job."""
+    src = Path(os.environ.get("GNNSPARSE_DATA", REPO.parent / "shared" / "data"))
+    src = src / "networkrepository" / "ia-enron-employees.edges"
+    data = tmp_path / "ia-enron-employees.edges"
+    shutil.copy(src, data)
+    data.chmod(0o644)
+    d = tmp_path / "ck"
+    argv = [a if a != "ia-enron-employees" else str(data) for a in ARGS] + [
+        "--checkpoint-dir", str(d), "--epochs", "1", "--finetune-epochs", "0"]
+    assert main(argv) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    code = main(argv + ["--resume", "--threads", "2"])
+    err = capsys.readouterr().err
+    assert code == 2 and "threads (checkpoint 1, now 2)" in err, err
+    text = data.read_text()
+    first, rest = text.split("\n", 1)
+    edited = first[:-1] + str((int(first[-1]) + 1) % 10)  # one timestamp digit: same size, same counts
+    data.write_text(edited + "\n" + rest)
+    assert data.stat().st_size == src.stat().st_size
+    code = main(argv + ["--resume"])
+    err = capsys.readouterr().err
+    assert code == 2 and "different job: data_sha256" in err, err
+    data.write_text(text)
+    assert main(argv + ["--resume"]) == 0, capsys.readouterr().err  # the same data again: resumes
+
+
+class _FullDisk:
+    """A file whose writes fail with ENOSPC once ``room`` bytes are written (a full disk or quota)."""
+
+    def __init__(self, f, room):
+        self.f, self.room = f, room
+
+    def write(self, data):
+        import errno
+
+        if self.room < len(data):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.room -= len(data)
+        return self.f.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
+
+
+def test_full_disk_during_a_checkpoint_write_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    """torch.save turns a failed write into "RuntimeError: [enforce fail ...] unexpected pos": the
+    command must say which file could not be written and why, keep the previous checkpoint and leave
+    no temporary file; the JSON writer names its file too."""
+    d = tmp_path / "ck"
+    real_fdopen = os.fdopen
+    full = {"on": False}
+
+    def fdopen(fd, *a, **k):
+        f = real_fdopen(fd, *a, **k)
+        target = os.readlink(f"/proc/self/fd/{fd}")
+        return _FullDisk(f, 2000) if full["on"] and target.startswith(str(d)) else f
+
+    monkeypatch.setattr(ck.os, "fdopen", fdopen)
+    ck.atomic_save(str(d / "x.pt"), {"a": torch.arange(4)})
+    full["on"] = True
+    with pytest.raises(OSError) as info:
+        ck.atomic_save(str(d / "x.pt"), {"a": torch.zeros(100000)})
+    assert info.value.errno == 28 and f"cannot write checkpoint {d / 'x.pt'}: No space left" in str(info.value)
+    assert torch.equal(torch.load(str(d / "x.pt"), weights_only=True)["a"], torch.arange(4))  # previous file
+    assert sorted(p.name for p in d.iterdir()) == ["x.pt"]
+    code = main(ARGS + ["--checkpoint-dir", str(d)])
+    err = capsys.readouterr().err
+    assert code == 2 and f"cannot write checkpoint {d / ck.CHECKPOINT_NAME}: No space left on device" in err, err
+    assert "Traceback" not in err and not list(d.glob(".tmp-*"))
+
+
+def test_full_disk_during_the_json_write_names_the_file(tmp_path, monkeypatch):
+    import errno
+
+    def write(tmp):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    out = tmp_path / "r.json"
+    with pytest.raises(OSError, match=f"cannot write {out}: No space left on device"):
+        report._atomic_write(str(out), write, ".json")
+    assert list(tmp_path.iterdir()) == []
+
+
+class _RunsCode:
+    """Unpickling it would call ``os.system``: weights_only must refuse it."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_checkpoint_with_code_is_refused_without_running_it(tmp_path):
+    marker = tmp_path / "ran"
+    path = tmp_path / ck.CHECKPOINT_NAME
+    torch.save({"format": "gnnsparse-checkpoint", "version": ck.FORMAT_VERSION, "meta": {}, "finished": {},
+                "current": _RunsCode(marker)}, str(path))
+    with pytest.raises(ValueError, match="holds Python objects other than tensors and plain data") as info:
+        ck.Checkpointer(str(tmp_path), resume=True)
+    assert str(path) in str(info.value) and not marker.exists()
+
+
+def test_resume_with_another_executor_override_is_refused(link_task, tmp_path, monkeypatch):
+    """GNNSPARSE_EXECUTOR (and chooser.set_override) win over restored "auto" decisions: set at the
+    resume only, it switched the kernels silently and the run ended with other metrics; it is refused."""
+    import dataclasses
+
+    from gnnsparse import chooser
+    from gnnsparse.train import run_sparse_training
+
+    monkeypatch.delenv("GNNSPARSE_EXECUTOR", raising=False)
+    monkeypatch.setenv("GNNSPARSE_CHOOSER_CACHE", str(tmp_path / "chooser.json"))
+    task, cfg = link_task
+    cfg = dataclasses.replace(cfg, executor="auto", pruning="layer", epochs=2)
+    run_sparse_training(task, cfg, 0.9, checkpoint=_Snapshotting(str(tmp_path / "a"), every=2, at=1,
+                                                                 snapshot=str(tmp_path / "b")))
+    b = str(tmp_path / "b")
+    monkeypatch.setenv("GNNSPARSE_EXECUTOR", "sparse")
+    with pytest.raises(ValueError, match="ran with executor override 'auto', now 'sparse'"):
+        run_sparse_training(task, cfg, 0.9, checkpoint=ck.Checkpointer(b, resume=True))
+    monkeypatch.delenv("GNNSPARSE_EXECUTOR")
+    with chooser.override("dense"), pytest.raises(ValueError, match="override 'auto', now 'dense'"):
+        run_sparse_training(task, cfg, 0.9, checkpoint=ck.Checkpointer(b, resume=True))
+    row = run_sparse_training(task, cfg, 0.9, checkpoint=ck.Checkpointer(b, resume=True))  # same setting
+    assert row["regime"] == "sparse-training"
+
+
+@pytest.mark.parametrize("name", [ck.CHECKPOINT_NAME, ck.LOCK_NAME, "final-dense-0.0-seed0.pt"])
+def test_result_file_over_a_checkpoint_file_is_refused(tmp_path, capsys, name):
+    """--json ckpt/checkpoint.pt replaced the checkpoint with JSON at the end of the job (the next
+    --resume called it corrupt); refused up front, before any training."""
+    d = tmp_path / "ck"
+    code = main(ARGS + ["--checkpoint-dir", str(d), "--json", str(d / name)])
+    err = capsys.readouterr().err
+    assert code == 2 and f"refusing to write a result to {d / name}" in err, err
+    assert not (d / ck.CHECKPOINT_NAME).exists()
+
+
+def test_ctrl_c_while_starting_up_is_not_a_traceback(monkeypatch, capsys):
+    """Ctrl-C while torch is still being imported (build_parser imports the training module) printed a
+    KeyboardInterrupt traceback; it is "gnnsparse: interrupted", status 130, like Ctrl-C in a run."""
+    from gnnsparse import cli
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_parser", interrupted)
+    assert cli.main(["compare"]) == 130
+    assert capsys.readouterr().err.strip() == "gnnsparse: interrupted"
+
+
+def test_describe_difference_wording():
+    assert ck.describe_difference({"a": 1}, {}) == "a (only in the checkpoint)"
+    assert ck.describe_difference({}, {"b": {"c": 2}}) == "b (only in this run)"
+    assert ck.describe_difference({"b": {"c": 2}}, {"b": {"c": 3}}) == "b.c (checkpoint 2, now 3)"
+    assert ck.describe_difference({"x": float("nan")}, {"x": float("nan")}) is None

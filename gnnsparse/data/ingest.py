@@ -72,10 +72,11 @@ Algorithm
 4. **Cache.**  ``src.npy``, ``dst.npy``, ``t.npy`` (if timed), ``node_ids.npy``
    and ``manifest.json`` are written to ``cache_dir/<sha256(abs path)[:24]>/``,
    each atomically (temporary name + ``os.replace``), manifest last.  The
-   manifest records the source's absolute path, size and ``st_mtime_ns``; a
-   later call whose source still matches maps the arrays with
-   ``np.load(mmap_mode='r')`` instead of parsing.  A changed source (size or
-   mtime) is re-parsed and overwrites the entry.  The cache is never written
+   manifest records the source's absolute path, size, ``st_mtime_ns``,
+   ``st_ctime_ns`` and inode; a later call whose source still matches maps the
+   arrays with ``np.load(mmap_mode='r')`` instead of parsing.  A changed source
+   (size, mtime, ctime or inode: a file rewritten with its old mtime restored
+   too) is re-parsed and overwrites the entry.  The cache is never written
    next to the data (which may be read-only); an unwritable cache directory
    only warns.
 
@@ -916,8 +917,13 @@ def default_cache_dir() -> Path:
 
 
 def _source_key(path: Path) -> dict:
+    """What a cache entry must match: the source's path, size, mtime, and its inode and ctime. A file
+    replaced by another of the same size with the old mtime restored (``cp -p``, ``rsync -t``, ``tar
+    x``, ``touch -r``) keeps size and mtime; its ctime (which no tool can set back) and usually its
+    inode change, so it is re-parsed instead of served stale."""
     st = os.stat(path)
-    return {"source": str(path.resolve()), "size": int(st.st_size), "mtime_ns": int(st.st_mtime_ns)}
+    return {"source": str(path.resolve()), "size": int(st.st_size), "mtime_ns": int(st.st_mtime_ns),
+            "ctime_ns": int(st.st_ctime_ns), "inode": int(st.st_ino)}
 
 
 def _entry_dir(cache_dir: Path, abspath: str) -> Path:

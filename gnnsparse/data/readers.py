@@ -346,11 +346,17 @@ def read_table(
     return IntTable(columns=tuple(columns), line_numbers=line_numbers, path=path)
 
 
+_BOM = b"\xef\xbb\xbf"
+
+
 def _tok(tok: bytes) -> str:
-    """The token for a message, quoted; long tokens are shortened."""
+    """The token for a message, quoted; long tokens are shortened. A token that starts with a UTF-8
+    byte-order mark (files saved by some Windows editors) says so: its bytes alone are cryptic."""
+    hint = " (the file starts with a UTF-8 byte-order mark, BOM: save it as plain UTF-8/ASCII)" \
+        if tok.startswith(_BOM) else ""
     if len(tok) > 40:
-        return repr(tok[:30].decode("ascii", "backslashreplace")) + f"... ({len(tok)} characters)"
-    return repr(tok.decode("ascii", "backslashreplace"))
+        return repr(tok[:30].decode("ascii", "backslashreplace")) + f"... ({len(tok)} characters){hint}"
+    return repr(tok.decode("ascii", "backslashreplace")) + hint
 
 
 def _parse_column(col_tokens, allow_float: bool):
