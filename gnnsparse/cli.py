@@ -484,7 +484,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gnnsparse: error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("gnnsparse: interrupted", file=sys.stderr)
+        hint = ""
+        if getattr(args, "checkpoint_dir", None):
+            hint = f" (continue it: the same command with --resume; checkpoints in {args.checkpoint_dir})"
+        print(f"gnnsparse: interrupted{hint}", file=sys.stderr)
         return 130
 
 
