@@ -552,6 +552,12 @@ def _main(argv: list[str] | None) -> int:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         print(f"gnnsparse: error: {msg}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        hint = ""
+        if getattr(args, "checkpoint_dir", None):
+            hint = f" (continue it: the same command with --resume; checkpoints in {args.checkpoint_dir})"
+        print(f"gnnsparse: interrupted{hint}", file=sys.stderr)
+        return 130
     finally:
         shutdown()
 
