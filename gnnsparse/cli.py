@@ -318,6 +318,7 @@ def _compare(args) -> int:
 
 
 def _compare_run(args, cfg, json_path, plot_path, main: bool) -> int:
+    import torch
     from tqdm import tqdm
 
     from . import distributed, report
